@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what cryo's build, demo and tests need on a fresh Debian machine.
+# Idempotent: installed packages are skipped.
+set -euo pipefail
+need=()
+command -v gcc >/dev/null || need+=(gcc)
+command -v make >/dev/null || need+=(make)
+command -v python3 >/dev/null || need+=(python3)
+command -v crit >/dev/null || need+=(criu)          # only for `crit`, the image decoder
+command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
+if ((${#need[@]})); then
+  echo "hack/setup.sh: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+make -s -C "$(dirname "$0")/../test-containers/workloads"

@@ -1,0 +1,360 @@
+//! `cryo dump`: freeze one process, collect its state into CRIU-format images, then kill
+//! it or let it run on. Every step before the task is released goes through `Seized`,
+//! whose Drop resumes the task if anything fails.
+
+use crate::cpu;
+use crate::error::{fault_point, Error, Result};
+use crate::files::{self, FileIds};
+use crate::image::{self, ImageDir};
+use crate::mm;
+use crate::pages::{self, PageDumper};
+use crate::proc;
+use crate::seize::Seized;
+use crate::signals;
+use crate::sys::{process as sysproc, ptrace as raw};
+use cryo_proto::criu::{
+    core_entry::March, CoreEntry, CredsEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry,
+    PstreeEntry, RlimitEntry, RseqEntry, TaskCoreEntry, TaskKobjIdsEntry, TaskRlimitsEntry, ThreadCoreEntry,
+    ThreadInfoX86,
+};
+use cryo_proto::cryo::{CpuStateEntry, CryoHeadEntry, TaskExtraEntry};
+use nix::unistd::Pid;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Version of cryo's own image records (`cryo-*.img`); restore refuses newer ones.
+pub const CRYO_FORMAT_VERSION: u32 = 1;
+const TASK_ALIVE: u32 = 1;
+/// RLIMIT_NLIMITS on Linux.
+const RLIM_NLIMITS: u32 = 16;
+
+#[derive(Debug, Clone)]
+pub struct DumpOpts {
+    pub pid: i32,
+    pub dir: PathBuf,
+    pub leave_running: bool,
+    pub shell_job: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct DumpStats {
+    pub frozen_ms: f64,
+    pub memdump_ms: f64,
+    pub pages: pages::Stats,
+}
+
+/// Everything collected about one process, in CRIU's messages.
+pub struct TaskState {
+    pub pstree: PstreeEntry,
+    pub core: CoreEntry,
+    pub ids: TaskKobjIdsEntry,
+    pub mm: MmEntry,
+    pub fs: FsEntry,
+    pub fdinfo: Vec<FdinfoEntry>,
+    pub files: Vec<FileEntry>,
+    pub cpu: CpuStateEntry,
+    pub extra: TaskExtraEntry,
+}
+
+fn u32_words(v: u64) -> Vec<u32> {
+    vec![v as u32, (v >> 32) as u32]
+}
+
+/// Blocks the signals a user sends to stop a command, so cryo is not killed half way
+/// with a target stopped; they are delivered when the guard drops.
+struct BlockTermSignals(nix::sys::signal::SigSet);
+
+impl BlockTermSignals {
+    fn new() -> Self {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+        let mut set = SigSet::empty();
+        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+            set.add(s);
+        }
+        let mut old = SigSet::empty();
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old));
+        BlockTermSignals(old)
+    }
+}
+
+impl Drop for BlockTermSignals {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+    }
+}
+
+pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
+    let pid = opts.pid;
+    if pid <= 0 || !proc::exists(pid) {
+        return Err(Error::NoProcess { pid });
+    }
+    let stat = proc::parse_stat(&proc::read(pid, "stat")?)?;
+    if stat.num_threads > 1 {
+        return Err(Error::Unsupported {
+            pid,
+            what: format!("a process with {} threads", stat.num_threads),
+            why: "multi-threaded processes are not supported yet".into(),
+        });
+    }
+    if stat.sid != pid && !opts.shell_job {
+        return Err(Error::Unsupported {
+            pid,
+            what: format!("session {} (not its own)", stat.sid),
+            why: "the process is not a session leader; start it with setsid or dump with --shell-job".into(),
+        });
+    }
+    let dir = ImageDir::create(&opts.dir)?;
+    let _block = BlockTermSignals::new();
+    let t0 = Instant::now();
+    let mut seized = Seized::new(Pid::from_raw(pid))?;
+    fault_point("dump-after-seize")?;
+
+    let (state, stats) = collect(&mut seized, &dir, opts)?;
+    let mut stats = stats;
+    fault_point("dump-before-write")?;
+    write_images(&dir, &state)?;
+    stats.frozen_ms = t0.elapsed().as_secs_f64() * 1e3;
+    if opts.leave_running {
+        seized.resume()?;
+    } else {
+        seized.kill()?;
+    }
+    log::info!(pid = pid, frozen_ms = stats.frozen_ms, pages = stats.pages.pages_written; "dump done");
+    Ok(stats)
+}
+
+fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(TaskState, DumpStats)> {
+    let pid = opts.pid;
+    let tid = seized.pid;
+    let stat = proc::parse_stat(&proc::read(pid, "stat")?)?;
+    let status = proc::parse_status(&proc::read(pid, "status")?)?;
+    if status.seccomp != 0 {
+        return Err(Error::Unsupported { pid, what: "seccomp filters".into(), why: "not supported yet".into() });
+    }
+    let vmas = proc::parse_smaps(&proc::read(pid, "smaps")?)?;
+    let vdso = vmas.iter().find(|v| v.name == "[vdso]").map(|v| (v.start, v.end));
+
+    // What only the task can tell, by injected syscalls.
+    let inj = seized.injector(vdso)?;
+    let brk = inj.call("brk", libc::SYS_brk, &[0])?;
+    let sigactions = signals::dump_sigactions(&inj)?;
+    let sas = signals::dump_altstack(&inj)?;
+    let (scratch, _) = inj.scratch()?;
+    inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_TID_ADDRESS as u64, scratch])?;
+    let clear_tid = u64::from_ne_bytes(inj.get(0, 8)?.try_into().unwrap_or_default());
+    inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_PDEATHSIG as u64, scratch])?;
+    let pdeath = u32::from_ne_bytes(inj.get(0, 4)?.try_into().unwrap_or_default());
+    let secbits = inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_SECUREBITS as u64])? as u32;
+    let dumpable = inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64])? as i32;
+    let subreaper = {
+        inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_CHILD_SUBREAPER as u64, scratch])?;
+        u32::from_ne_bytes(inj.get(0, 4)?.try_into().unwrap_or_default()) != 0
+    };
+
+    // Address space.
+    let mut ids = FileIds::default();
+    let mut vma_entries = Vec::with_capacity(vmas.len());
+    let mut blockers = Vec::new();
+    for v in &vmas {
+        match mm::vma_entry(pid, v, stat.start_stack, (stat.start_brk, brk)) {
+            Ok((mut e, file)) => {
+                if let Some(f) = file {
+                    let flags = if f.writable { libc::O_RDWR } else { libc::O_RDONLY } as u32;
+                    e.shmid = ids.add_reg(&f.path, flags, 0) as u64;
+                }
+                vma_entries.push(e);
+            }
+            Err(Error::Unsupported { what, why, .. }) => blockers.push(format!("{what}: {why}")),
+            Err(e) => return Err(e),
+        }
+    }
+    if !blockers.is_empty() {
+        return Err(Error::Unsupported { pid, what: "address space".into(), why: blockers.join("; ") });
+    }
+    let exe = proc::read_link(pid, "exe")?;
+    let exe_id = ids.add_reg(&exe, libc::O_RDONLY as u32, 0);
+    let auxv = proc::parse_auxv(&proc::read_bytes(pid, "auxv")?);
+    let mm = MmEntry {
+        mm_start_code: stat.start_code,
+        mm_end_code: stat.end_code,
+        mm_start_data: stat.start_data,
+        mm_end_data: stat.end_data,
+        mm_start_stack: stat.start_stack,
+        mm_start_brk: stat.start_brk,
+        mm_brk: brk,
+        mm_arg_start: stat.arg_start,
+        mm_arg_end: stat.arg_end,
+        mm_env_start: stat.env_start,
+        mm_env_end: stat.env_end,
+        exe_file_id: exe_id,
+        mm_saved_auxv: auxv,
+        vmas: vma_entries,
+        dumpable: Some(dumpable),
+        ..Default::default()
+    };
+
+    // Files, cwd, root.
+    let fdinfo = files::dump_fds(pid, &mut ids)?;
+    let cwd = proc::read_link(pid, "cwd")?;
+    let root = proc::read_link(pid, "root")?;
+    let fs = FsEntry {
+        cwd_id: ids.add_reg(&cwd, (libc::O_RDONLY | libc::O_DIRECTORY) as u32, 0),
+        root_id: ids.add_reg(&root, (libc::O_RDONLY | libc::O_DIRECTORY) as u32, 0),
+        umask: Some(status.umask),
+    };
+
+    // CPU, signals, misc.
+    let xsave = raw::get_xstate(tid).map_err(Error::sys("PTRACE_GETREGSET(NT_X86_XSTATE)", pid))?;
+    let rseq = raw::get_rseq_config(tid).map_err(Error::sys("PTRACE_GET_RSEQ_CONFIGURATION", pid))?;
+    let (futex_rla, futex_rla_len) = sysproc::get_robust_list(tid).map_err(Error::sys("get_robust_list", pid))?;
+    let signals_p = signals::dump_pending(tid, false)?;
+    let signals_s = signals::dump_pending(tid, true)?;
+    let mut rlimits = Vec::new();
+    for r in 0..RLIM_NLIMITS {
+        let (cur, max) = sysproc::prlimit(tid, r, None).map_err(Error::sys("prlimit64", pid))?;
+        rlimits.push(RlimitEntry { cur, max });
+    }
+    let personality = u32::from_str_radix(proc::read(pid, "personality")?.trim(), 16).unwrap_or(0);
+    let oom_score_adj = proc::read(pid, "oom_score_adj")?.trim().parse().ok();
+    let creds = CredsEntry {
+        uid: status.uids[0],
+        euid: status.uids[1],
+        suid: status.uids[2],
+        fsuid: status.uids[3],
+        gid: status.gids[0],
+        egid: status.gids[1],
+        sgid: status.gids[2],
+        fsgid: status.gids[3],
+        cap_inh: u32_words(status.cap_inh),
+        cap_prm: u32_words(status.cap_prm),
+        cap_eff: u32_words(status.cap_eff),
+        cap_bnd: u32_words(status.cap_bnd),
+        secbits,
+        groups: status.groups.clone(),
+        ..Default::default()
+    };
+    drop(inj);
+
+    // Memory, while frozen.
+    let t_mem = Instant::now();
+    let pagemap_path = format!("/proc/{pid}/pagemap");
+    let pagemap = std::fs::File::open(&pagemap_path).map_err(|e| Error::proc_io(pid, &pagemap_path, e))?;
+    let pages_id = 1;
+    let mut pd = PageDumper::new(dir, pages_id)?;
+    for (i, v) in mm.vmas.iter().enumerate() {
+        let skip_zero = v.status & mm::VMA_ANON_PRIVATE != 0;
+        for (s, e) in pages::runs_to_dump(tid, &pagemap, v, &mut pd.stats)? {
+            pd.dump_run(tid, s, e, skip_zero)?;
+        }
+        if i == mm.vmas.len() / 2 {
+            fault_point("dump-mid-memory")?;
+        }
+    }
+    let pstats = pd.finish(dir, pid, pages_id)?;
+    let memdump_ms = t_mem.elapsed().as_secs_f64() * 1e3;
+
+    let kobj = TaskKobjIdsEntry { vm_id: 1, files_id: 1, fs_id: 1, sighand_id: 1, ..Default::default() };
+    let core = CoreEntry {
+        mtype: March::X8664 as i32,
+        thread_info: Some(ThreadInfoX86 {
+            clear_tid_addr: clear_tid,
+            gpregs: cpu::regs_to_entry(&seized.image_regs),
+            fpregs: cpu::fpregs_entry(&xsave),
+            tls: Vec::new(),
+        }),
+        tc: Some(TaskCoreEntry {
+            task_state: TASK_ALIVE,
+            exit_code: 0,
+            personality,
+            flags: stat.flags as u32,
+            blk_sigset: seized.sigmask,
+            comm: stat.comm.clone(),
+            rlimits: Some(TaskRlimitsEntry { rlimits }),
+            signals_s: Some(signals_s),
+            oom_score_adj,
+            sigactions,
+            child_subreaper: Some(subreaper),
+            ..Default::default()
+        }),
+        ids: Some(kobj),
+        thread_core: Some(ThreadCoreEntry {
+            futex_rla,
+            futex_rla_len: futex_rla_len as u32,
+            blk_sigset: Some(seized.sigmask),
+            sas: Some(sas),
+            pdeath_sig: Some(pdeath),
+            signals_p: Some(signals_p),
+            creds: Some(creds),
+            comm: Some(stat.comm.clone()),
+            rseq_entry: (rseq.rseq_abi_pointer != 0).then_some(RseqEntry {
+                rseq_abi_pointer: rseq.rseq_abi_pointer,
+                rseq_abi_size: rseq.rseq_abi_size,
+                signature: rseq.signature,
+                rseq_cs_pointer: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let state = TaskState {
+        pstree: PstreeEntry {
+            pid: pid as u32,
+            ppid: stat.ppid as u32,
+            pgid: stat.pgid as u32,
+            sid: stat.sid as u32,
+            threads: vec![pid as u32],
+        },
+        core,
+        ids: kobj,
+        mm,
+        fs,
+        fdinfo,
+        files: ids.files,
+        cpu: CpuStateEntry { tid: pid as u32, xsave, xcr0: None },
+        extra: TaskExtraEntry { cap_amb: Some(status.cap_amb), no_new_privs: Some(status.no_new_privs) },
+    };
+    Ok((state, DumpStats { frozen_ms: 0.0, memdump_ms, pages: pstats }))
+}
+
+/// Writes every image of the task; `inventory.img` last, so its presence marks a
+/// complete image set.
+pub fn write_images(dir: &ImageDir, t: &TaskState) -> Result<()> {
+    let pid = t.pstree.pid;
+    dir.write_one("pstree.img", image::PSTREE, &t.pstree)?;
+    dir.write_one(&format!("core-{pid}.img"), image::CORE, &t.core)?;
+    dir.write_one(&format!("ids-{pid}.img"), image::IDS, &t.ids)?;
+    dir.write_one(&format!("mm-{pid}.img"), image::MM, &t.mm)?;
+    dir.write_one(&format!("fs-{pid}.img"), image::FS, &t.fs)?;
+    let mut w = dir.writer("files.img", image::FILES)?;
+    for f in &t.files {
+        w.entry(f)?;
+    }
+    w.finish()?;
+    let mut w = dir.writer(&format!("fdinfo-{}.img", t.ids.files_id), image::FDINFO)?;
+    for f in &t.fdinfo {
+        w.entry(f)?;
+    }
+    w.finish()?;
+    let mut w = dir.writer(&format!("cryo-cpu-{pid}.img"), image::CRYO_CPU)?;
+    w.entry(&CryoHeadEntry { format_version: CRYO_FORMAT_VERSION, cryo_version: Some(env!("CARGO_PKG_VERSION").into()) })?;
+    w.entry(&t.cpu)?;
+    w.entry(&t.extra)?;
+    w.finish()?;
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|s| (s * 1e6) as u64);
+    dir.write_one(
+        "inventory.img",
+        image::INVENTORY,
+        &InventoryEntry {
+            img_version: image::IMG_VERSION,
+            fdinfo_per_id: Some(true),
+            root_ids: Some(t.ids),
+            ns_per_id: Some(true),
+            dump_uptime: uptime,
+            ..Default::default()
+        },
+    )?;
+    Ok(())
+}

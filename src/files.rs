@@ -1,0 +1,130 @@
+//! File descriptors. This first cut handles what a plain program holds: regular files
+//! and character devices opened by path (with offset, access mode, O_APPEND and the
+//! other status flags, FD_CLOEXEC), and fds sharing one open file description (`2>&1`),
+//! found with `kcmp`. Other kinds are refused at dump time, naming the fd.
+
+use crate::error::{Error, Result};
+use crate::proc;
+use cryo_proto::criu::{FdTypes, FdinfoEntry, FileEntry, FownEntry, RegFileEntry};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+/// File ids of mapped files and fds come from one counter per dump.
+#[derive(Debug, Default)]
+pub struct FileIds {
+    next: u32,
+    pub files: Vec<FileEntry>,
+}
+
+impl FileIds {
+    /// Registers a regular file and returns its id.
+    pub fn add_reg(&mut self, path: &str, flags: u32, pos: u64) -> u32 {
+        self.next += 1;
+        let id = self.next;
+        self.files.push(FileEntry {
+            r#type: FdTypes::Reg as i32,
+            id,
+            reg: Some(RegFileEntry {
+                id,
+                flags,
+                pos,
+                fown: FownEntry::default(),
+                name: path.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        id
+    }
+
+    pub fn get(&self, id: u32) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.id == id)
+    }
+}
+
+fn kcmp_file(pid: i32, fd1: i32, fd2: i32) -> bool {
+    crate::sys::process::kcmp_file(pid, fd1, fd2).unwrap_or(false)
+}
+
+/// Collects every fd of `pid` into fdinfo entries (and file entries in `ids`).
+pub fn dump_fds(pid: i32, ids: &mut FileIds) -> Result<Vec<FdinfoEntry>> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut fds: Vec<i32> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::proc_io(pid, &dir, e))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    let mut out: Vec<FdinfoEntry> = Vec::new();
+    let mut blockers = Vec::new();
+    for fd in fds {
+        let target = match proc::read_link(pid, &format!("fd/{fd}")) {
+            Ok(t) => t,
+            Err(_) => continue, // closed meanwhile (cannot happen while frozen)
+        };
+        let info = proc::parse_fdinfo(&proc::read(pid, &format!("fdinfo/{fd}"))?)?;
+        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        if !target.starts_with('/') {
+            blockers.push(format!("fd {fd} ({target}): only regular files and devices are supported yet"));
+            continue;
+        }
+        if target.ends_with(" (deleted)") {
+            blockers.push(format!("fd {fd} ({target}): deleted files are not supported yet"));
+            continue;
+        }
+        // An earlier fd with the same open file description shares its id.
+        let shared = out.iter().find(|e| {
+            ids.get(e.id).and_then(|f| f.reg.as_ref()).is_some_and(|r| r.name == target) && kcmp_file(pid, e.fd as i32, fd)
+        });
+        let id = match shared {
+            Some(e) => e.id,
+            None => ids.add_reg(&target, flags, info.pos),
+        };
+        log::debug!(pid = pid, fd = fd, path = target.as_str(), pos = info.pos, flags = flags; "fd");
+        out.push(FdinfoEntry {
+            id,
+            flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
+            r#type: FdTypes::Reg as i32,
+            fd: fd as u32,
+            ..Default::default()
+        });
+    }
+    if !blockers.is_empty() {
+        return Err(Error::Unsupported { pid, what: "file descriptors".into(), why: blockers.join("; ") });
+    }
+    Ok(out)
+}
+
+/// Opens a file entry for a restored fd, at its offset, in this process.
+pub fn open_reg(f: &FileEntry) -> Result<OwnedFd> {
+    let r = f.reg.as_ref().ok_or_else(|| Error::Restore { pid: 0, msg: format!("file {} has no reg entry", f.id) })?;
+    let acc = r.flags & libc::O_ACCMODE as u32;
+    let mut o = std::fs::OpenOptions::new();
+    o.read(acc == libc::O_RDONLY as u32 || acc == libc::O_RDWR as u32)
+        .write(acc == libc::O_WRONLY as u32 || acc == libc::O_RDWR as u32)
+        .custom_flags((r.flags & !(libc::O_ACCMODE as u32 | libc::O_CREAT as u32 | libc::O_TRUNC as u32 | libc::O_EXCL as u32)) as i32);
+    let file = o.open(&r.name).map_err(Error::io("open", &r.name))?;
+    if r.pos != 0 {
+        use std::io::{Seek, SeekFrom};
+        (&file).seek(SeekFrom::Start(r.pos)).map_err(Error::io("seek", &r.name))?;
+    }
+    let fd: OwnedFd = file.into();
+    log::debug!(path = r.name.as_str(), fd = fd.as_raw_fd(), pos = r.pos; "opened file for restore");
+    Ok(fd)
+}
+
+/// Opens a file for mapping (read-only unless a shared writable mapping needs write).
+pub fn open_for_map(path: &str, write: bool) -> Result<OwnedFd> {
+    let f = std::fs::OpenOptions::new().read(true).write(write).open(path).map_err(Error::io("open", path))?;
+    Ok(f.into())
+}
+
+/// Opens a directory as an O_PATH fd (for cwd/root).
+pub fn open_dir(path: &str) -> Result<OwnedFd> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(path)
+        .map_err(Error::io("open directory", path))?;
+    Ok(f.into())
+}

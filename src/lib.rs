@@ -1,0 +1,25 @@
+//! cryo: checkpoint/restore for Linux processes, writing CRIU's image format.
+//!
+//! Modules are named for the concern they hold; the dump and restore halves of one
+//! concern sit side by side. All `unsafe` code lives in `sys`.
+
+pub mod check;
+pub mod cpu;
+pub mod creds;
+pub mod dump;
+pub mod error;
+pub mod files;
+pub mod image;
+pub mod logging;
+pub mod mm;
+pub mod pages;
+pub mod proc;
+pub mod ptrace;
+pub mod restore;
+pub mod seize;
+pub mod signals;
+pub mod sys;
+
+pub use error::{Error, Result};
+/// cryo's API uses oci-spec types; re-export the version it was built with.
+pub use oci_spec;

@@ -1,0 +1,128 @@
+//! The `cryo` command line: CRIU-style verbs (`dump`, `restore`, `check`).
+
+use clap::{Parser, Subcommand};
+use cryo::{dump, restore};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cryo", version, about = "Checkpoint/restore for Linux processes")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct LogArgs {
+    /// Log verbosity 0 (errors) … 4 (everything), e.g. -v4.
+    #[arg(short = 'v', default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=4))]
+    verbosity: u8,
+    /// Log file (default: dump.log / restore.log in the image directory).
+    #[arg(short = 'o', long = "log-file")]
+    log: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Checkpoint a running process into an image directory.
+    Dump {
+        /// PID of the process to dump.
+        #[arg(short = 't', long = "tree")]
+        pid: i32,
+        /// Image directory.
+        #[arg(short = 'D', long = "images-dir")]
+        dir: PathBuf,
+        /// Let the process run on after the dump (default: kill it).
+        #[arg(short = 'R', long)]
+        leave_running: bool,
+        /// The process is a job of the caller's shell (not a session leader).
+        #[arg(short = 'j', long)]
+        shell_job: bool,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Restore a process from an image directory.
+    Restore {
+        #[arg(short = 'D', long = "images-dir")]
+        dir: PathBuf,
+        /// Return once the process runs instead of waiting for it.
+        #[arg(short = 'd', long = "restore-detached")]
+        detach: bool,
+        /// Write the restored PID here.
+        #[arg(long)]
+        pidfile: Option<PathBuf>,
+        /// Attach the restored process to the caller's session and terminal.
+        #[arg(short = 'j', long)]
+        shell_job: bool,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Check that the kernel has every feature cryo uses.
+    Check,
+}
+
+/// Sets up the log file; returns its path for the error line.
+fn init_log(args: &LogArgs, dir: &Path, default_name: &str) -> Option<PathBuf> {
+    let path = args.log.clone().unwrap_or_else(|| dir.join(default_name));
+    if args.log.is_none() {
+        let _ = cryo::image::ImageDir::create(dir);
+    }
+    match cryo::logging::init_file(&path, cryo::logging::level_from_verbosity(args.verbosity)) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            eprintln!("cryo: warning: cannot open log {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+fn fail(e: cryo::Error, log: Option<&Path>) -> ExitCode {
+    log::error!(err:% = e; "failed");
+    log::logger().flush();
+    match log {
+        Some(l) => eprintln!("cryo: error: {e} (log: {})", l.display()),
+        None => eprintln!("cryo: error: {e}"),
+    }
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check => {
+            if cryo::check::run() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Cmd::Dump { pid, dir, leave_running, shell_job, log } => {
+            let logp = init_log(&log, &dir, "dump.log");
+            let opts = dump::DumpOpts { pid, dir, leave_running, shell_job };
+            match dump::dump(&opts) {
+                Ok(st) => {
+                    log::logger().flush();
+                    eprintln!(
+                        "cryo: dumped pid {pid}: frozen {:.1} ms, {} pages written ({} zero pages skipped)",
+                        st.frozen_ms, st.pages.pages_written, st.pages.pages_zero
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e, logp.as_deref()),
+            }
+        }
+        Cmd::Restore { dir, detach, pidfile, shell_job, log } => {
+            let logp = init_log(&log, &dir, "restore.log");
+            let opts = restore::RestoreOpts { dir, detach, pidfile, shell_job };
+            match restore::restore(&opts) {
+                Ok(restore::Outcome::Detached(pid)) => {
+                    log::logger().flush();
+                    eprintln!("cryo: restored pid {pid}");
+                    ExitCode::SUCCESS
+                }
+                Ok(restore::Outcome::Exited(code)) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => fail(e, logp.as_deref()),
+            }
+        }
+    }
+}

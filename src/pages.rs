@@ -1,0 +1,218 @@
+//! Page contents. Dump: PAGEMAP_SCAN says which pages exist; `process_vm_readv` copies
+//! them through one fixed window (the dumper's memory stays flat whatever the target's
+//! size, and no target page is pinned); all-zero anonymous pages are dropped; the rest is
+//! streamed to `pages-N.img`, indexed by `pagemap-PID.img`. Restore: the target reads its
+//! own pages from the image with injected `pread64` (one kernel copy, no buffer here).
+
+use crate::error::{Error, Result};
+use crate::image::{ImageDir, PAGEMAP};
+use crate::mm::{self, PAGE_SIZE};
+use crate::ptrace::{read_mem, Injector};
+use crate::sys::mem::{self as sysmem, PageRegion};
+use cryo_proto::criu::{PagemapEntry, PagemapHead, VmaEntry};
+use nix::unistd::Pid;
+use std::os::fd::AsFd;
+
+/// `PE_PRESENT`: the entry's pages are in the pages image.
+pub const PE_PRESENT: u32 = 1 << 2;
+/// The copy window: bounded memory for any target size.
+const WINDOW: usize = 4 << 20;
+/// Largest single injected `pread64` (the kernel caps one read near 2 GiB).
+const MAX_PREAD: u64 = 1 << 30;
+
+/// Counters for the dump statistics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub pages_scanned: u64,
+    pub pages_zero: u64,
+    pub pages_written: u64,
+}
+
+/// The page runs of one VMA that must be saved.
+pub fn runs_to_dump(pid: Pid, pagemap: &std::fs::File, vma: &VmaEntry, stats: &mut Stats) -> Result<Vec<(u64, u64)>> {
+    if mm::is_special(vma.status) || vma.status & mm::VMA_FILE_SHARED != 0 {
+        return Ok(Vec::new());
+    }
+    let file_private = vma.status & mm::VMA_FILE_PRIVATE != 0;
+    let anon_shared = vma.status & mm::VMA_ANON_SHARED != 0;
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut regions = vec![PageRegion::default(); 512];
+    let mut start = vma.start;
+    let want = sysmem::PAGE_IS_PRESENT | sysmem::PAGE_IS_SWAPPED;
+    let ret = want | sysmem::PAGE_IS_FILE | sysmem::PAGE_IS_PFNZERO;
+    while start < vma.end {
+        let (n, walk_end) = sysmem::pagemap_scan(pagemap.as_fd(), start, vma.end, want, ret, &mut regions)
+            .map_err(Error::sys("ioctl(PAGEMAP_SCAN)", pid.as_raw()))?;
+        for r in &regions[..n] {
+            stats.pages_scanned += (r.end - r.start) / PAGE_SIZE;
+            let c = r.categories;
+            let keep = if c & sysmem::PAGE_IS_PFNZERO != 0 {
+                false
+            } else if anon_shared {
+                true
+            } else if file_private {
+                // File pages not copied-on-write come back from the file itself.
+                c & sysmem::PAGE_IS_FILE == 0
+            } else {
+                true
+            };
+            if !keep {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if last.1 == r.start => last.1 = r.end,
+                _ => out.push((r.start, r.end)),
+            }
+        }
+        if n < regions.len() || walk_end >= vma.end {
+            break;
+        }
+        start = walk_end;
+    }
+    Ok(out)
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    let (pre, words, post) = {
+        // SAFETY: u64 has no invalid bit patterns; align_to only reinterprets the
+        // aligned middle of the byte slice.
+        unsafe { page.align_to::<u64>() }
+    };
+    pre.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && post.iter().all(|&b| b == 0)
+}
+
+/// Streams page runs of one process into `pages-<id>.img` and `pagemap-<pid>.img`.
+pub struct PageDumper {
+    pages: crate::image::ImgWriter,
+    entries: Vec<PagemapEntry>,
+    buf: Vec<u8>,
+    pub stats: Stats,
+}
+
+impl PageDumper {
+    pub fn new(dir: &ImageDir, pages_id: u32) -> Result<Self> {
+        Ok(PageDumper {
+            pages: dir.raw_writer(&format!("pages-{pages_id}.img"))?,
+            entries: Vec::new(),
+            buf: vec![0u8; WINDOW],
+            stats: Stats::default(),
+        })
+    }
+
+    fn push(&mut self, vaddr: u64, len: u64) {
+        let nr = len / PAGE_SIZE;
+        if let Some(last) = self.entries.last_mut() {
+            let n = last.nr_pages.unwrap_or(0);
+            if last.vaddr + n * PAGE_SIZE == vaddr && n + nr <= u32::MAX as u64 {
+                last.nr_pages = Some(n + nr);
+                last.compat_nr_pages = Some((n + nr) as u32);
+                return;
+            }
+        }
+        self.entries.push(PagemapEntry {
+            vaddr,
+            nr_pages: Some(nr),
+            compat_nr_pages: Some(nr as u32),
+            flags: Some(PE_PRESENT),
+            ..Default::default()
+        });
+    }
+
+    /// Copies `[start, end)` of `pid`; `skip_zero` drops all-zero pages (anonymous
+    /// memory only: a zero page of a private file mapping must still be written).
+    pub fn dump_run(&mut self, pid: Pid, start: u64, end: u64, skip_zero: bool) -> Result<()> {
+        let mut addr = start;
+        while addr < end {
+            let len = ((end - addr) as usize).min(WINDOW);
+            let mut buf = std::mem::take(&mut self.buf);
+            let chunk = &mut buf[..len];
+            read_mem(pid, addr, chunk)?;
+            // Write maximal runs of non-zero pages.
+            let mut run_start: Option<usize> = None;
+            for (i, page) in chunk.chunks(PAGE_SIZE as usize).enumerate() {
+                let off = i * PAGE_SIZE as usize;
+                let zero = skip_zero && is_zero(page);
+                if zero {
+                    self.stats.pages_zero += 1;
+                    if let Some(s) = run_start.take() {
+                        self.write(addr, chunk, s, off)?;
+                    }
+                } else if run_start.is_none() {
+                    run_start = Some(off);
+                }
+            }
+            if let Some(s) = run_start {
+                self.write(addr, chunk, s, len)?;
+            }
+            self.buf = buf;
+            addr += len as u64;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, base: u64, chunk: &[u8], s: usize, e: usize) -> Result<()> {
+        self.pages.put(&chunk[s..e])?;
+        self.stats.pages_written += ((e - s) as u64) / PAGE_SIZE;
+        self.push(base + s as u64, (e - s) as u64);
+        Ok(())
+    }
+
+    /// Writes the pagemap index and syncs both files.
+    pub fn finish(self, dir: &ImageDir, pid: i32, pages_id: u32) -> Result<Stats> {
+        crate::error::fault_point("dump-before-pagemap")?;
+        self.pages.finish()?;
+        let mut w = dir.writer(&format!("pagemap-{pid}.img"), PAGEMAP)?;
+        w.entry(&PagemapHead { pages_id })?;
+        for e in &self.entries {
+            w.entry(e)?;
+        }
+        w.finish()?;
+        Ok(self.stats)
+    }
+}
+
+/// Reads `pagemap-<pid>.img`: the pages image id and the entries.
+pub fn read_pagemap(dir: &ImageDir, pid: i32) -> Result<(u32, Vec<PagemapEntry>)> {
+    let mut r = dir.reader(&format!("pagemap-{pid}.img"), PAGEMAP)?;
+    let head: PagemapHead = r.next()?.ok_or_else(|| crate::image::ImageError::Invalid {
+        path: r.path.clone(),
+        msg: "no pagemap head".into(),
+    })?;
+    Ok((head.pages_id, r.all()?))
+}
+
+/// Makes the target read its pages from the pages image (open in it as `pages_fd`).
+pub fn restore_pages(inj: &Injector, entries: &[PagemapEntry], pages_fd: i32) -> Result<u64> {
+    let mut off = 0u64;
+    for e in entries {
+        if e.flags.unwrap_or(PE_PRESENT) & PE_PRESENT == 0 {
+            continue;
+        }
+        let len = e.nr_pages.unwrap_or(e.compat_nr_pages.unwrap_or(0) as u64) * PAGE_SIZE;
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(MAX_PREAD);
+            let got = inj.call("pread64", libc::SYS_pread64, &[pages_fd as u64, e.vaddr + done, n, off + done])?;
+            if got != n {
+                return Err(Error::Restore {
+                    pid: inj.pid.as_raw(),
+                    msg: format!("pages image short read at offset {} ({got} of {n} bytes): truncated image", off + done),
+                });
+            }
+            done += n;
+        }
+        off += len;
+    }
+    Ok(off)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn zero_detection() {
+        let mut p = vec![0u8; 4096];
+        assert!(super::is_zero(&p));
+        p[4095] = 1;
+        assert!(!super::is_zero(&p));
+    }
+}

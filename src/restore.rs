@@ -1,0 +1,597 @@
+//! `cryo restore`: rebuild a dumped process with its PID and hand it back running.
+//!
+//! 1. Everything that can fail on bad input (images, files to reopen) is checked and
+//!    opened here, before any process exists.
+//! 2. `clone3(set_tid)` creates the process. The child, still running cryo's code, puts
+//!    the prepared fds at their numbers, enters its session, sets cwd/umask/rlimits,
+//!    maps a scratch page and stops itself.
+//! 3. The restorer (this process, its tracer) rebuilds the address space by injected
+//!    syscalls: unmap cryo's mappings, move the vDSO to its old place, map every VMA,
+//!    let the target `pread64` its pages from the image, set the mm fields with
+//!    `PR_SET_MM_MAP`, then signals, credentials, rseq; finally it sets the registers
+//!    and FPU state and detaches.
+//!
+//! A failure at any point kills the half-built process (`ChildGuard`).
+
+use crate::cpu;
+use crate::creds;
+use crate::dump::CRYO_FORMAT_VERSION;
+use crate::error::{fault_point, Error, Result};
+use crate::files;
+use crate::image::{self, ImageDir, ImageError};
+use crate::mm::{self, PAGE_SIZE};
+use crate::pages;
+use crate::proc;
+use crate::ptrace::{self as tr, Injector, Stop};
+use crate::signals;
+use crate::sys::{process as sysproc, ptrace as raw};
+use cryo_proto::criu::{
+    core_entry::March, CoreEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PagemapEntry,
+    PstreeEntry, TaskKobjIdsEntry,
+};
+use cryo_proto::cryo::{CpuStateEntry, CryoHeadEntry, TaskExtraEntry};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+/// Scratch page mapped by the child for syscall arguments passed by pointer.
+const SCRATCH_LEN: u64 = 16 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct RestoreOpts {
+    pub dir: PathBuf,
+    pub detach: bool,
+    pub pidfile: Option<PathBuf>,
+    pub shell_job: bool,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// `--restore-detached`: the process runs on its own.
+    Detached(i32),
+    /// The restored process ended; its exit code (128+signal if killed).
+    Exited(i32),
+}
+
+/// The images of one process, as read.
+struct Images {
+    pstree: PstreeEntry,
+    core: CoreEntry,
+    mm: MmEntry,
+    fs: FsEntry,
+    fdinfo: Vec<FdinfoEntry>,
+    files: Vec<FileEntry>,
+    cpu: CpuStateEntry,
+    extra: TaskExtraEntry,
+    pages_id: u32,
+    pagemap: Vec<PagemapEntry>,
+}
+
+fn invalid(dir: &ImageDir, name: &str, msg: impl Into<String>) -> Error {
+    ImageError::Invalid { path: dir.file(name), msg: msg.into() }.into()
+}
+
+fn load(dir: &ImageDir) -> Result<Images> {
+    let inv: InventoryEntry = dir.read_one("inventory.img", image::INVENTORY)?;
+    if inv.img_version != image::IMG_VERSION {
+        return Err(invalid(
+            dir,
+            "inventory.img",
+            format!("image version {} (this cryo reads version {})", inv.img_version, image::IMG_VERSION),
+        ));
+    }
+    let tree: Vec<PstreeEntry> = dir.reader("pstree.img", image::PSTREE)?.all()?;
+    let pstree = match tree.as_slice() {
+        [one] => one.clone(),
+        [] => return Err(invalid(dir, "pstree.img", "no process")),
+        many => {
+            return Err(invalid(dir, "pstree.img", format!("{} processes: process trees are not supported yet", many.len())))
+        }
+    };
+    let pid = pstree.pid;
+    let core: CoreEntry = dir.read_one(&format!("core-{pid}.img"), image::CORE)?;
+    if core.mtype != March::X8664 as i32 {
+        return Err(invalid(dir, &format!("core-{pid}.img"), format!("architecture {} is not x86_64", core.mtype)));
+    }
+    let ids: TaskKobjIdsEntry = dir.read_one(&format!("ids-{pid}.img"), image::IDS)?;
+    let mut cr = dir.reader(&format!("cryo-cpu-{pid}.img"), image::CRYO_CPU)?;
+    let head: CryoHeadEntry = cr.next()?.ok_or_else(|| invalid(dir, "cryo-cpu", "empty"))?;
+    if head.format_version > CRYO_FORMAT_VERSION {
+        return Err(invalid(
+            dir,
+            &format!("cryo-cpu-{pid}.img"),
+            format!(
+                "written by a newer cryo ({}, format {}); this cryo reads format {}",
+                head.cryo_version.unwrap_or_default(),
+                head.format_version,
+                CRYO_FORMAT_VERSION
+            ),
+        ));
+    }
+    let cpu: CpuStateEntry = cr.next()?.ok_or_else(|| invalid(dir, "cryo-cpu", "no cpu state"))?;
+    let extra: TaskExtraEntry = cr.next()?.unwrap_or_default();
+    let (pages_id, pagemap) = pages::read_pagemap(dir, pid as i32)?;
+    Ok(Images {
+        core,
+        mm: dir.read_one(&format!("mm-{pid}.img"), image::MM)?,
+        fs: dir.read_one(&format!("fs-{pid}.img"), image::FS)?,
+        fdinfo: dir.reader(&format!("fdinfo-{}.img", ids.files_id), image::FDINFO)?.all()?,
+        files: dir.reader("files.img", image::FILES)?.all()?,
+        cpu,
+        extra,
+        pages_id,
+        pagemap,
+        pstree,
+    })
+}
+
+/// Describes who holds `pid`, for the "PID taken" error.
+fn holder(pid: i32) -> String {
+    let comm = proc::read(pid, "comm").map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into());
+    let state = proc::read(pid, "stat").ok().and_then(|s| proc::parse_stat(&s).ok()).map(|s| s.state);
+    match state {
+        Some('Z') => format!("zombie process '{comm}' (its parent has not reaped it)"),
+        _ => format!("process '{comm}'"),
+    }
+}
+
+/// What the child does before it stops; all fds are already open in the parent.
+struct ChildPlan {
+    pid: i32,
+    /// Lowest fd number above every fd involved; sources are first copied here.
+    base: i32,
+    /// Fds the target keeps until the end of the restore (at base + index).
+    service: Vec<RawFd>,
+    /// (source fd, target fd number, close-on-exec) for the target's own fds.
+    moves: Vec<(RawFd, i32, bool)>,
+    cwd: usize,
+    root: Option<usize>,
+    setsid: bool,
+    setpgid: bool,
+    umask: u32,
+    personality: u32,
+    rlimits: Vec<(u32, u64, u64)>,
+    comm: std::ffi::CString,
+    scratch: u64,
+    go: RawFd,
+    report: RawFd,
+}
+
+/// Kills and reaps the half-restored process unless the restore completed.
+struct ChildGuard {
+    pid: Pid,
+    armed: bool,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(self.pid, None);
+            log::warn!(pid = self.pid.as_raw(); "restore failed; process removed");
+        }
+    }
+}
+
+/// First address ≥ 1 MiB with `len` free bytes outside every range in `avoid`.
+fn find_gap(len: u64, avoid: &[(u64, u64)]) -> u64 {
+    let mut v: Vec<(u64, u64)> = avoid.to_vec();
+    v.sort_unstable();
+    let mut addr = 1 << 20;
+    for (s, e) in v {
+        if e <= addr {
+            continue;
+        }
+        if s >= addr + len + PAGE_SIZE {
+            break;
+        }
+        addr = (e + PAGE_SIZE).next_multiple_of(PAGE_SIZE);
+    }
+    addr
+}
+
+fn own_ranges(pid: i32) -> Result<Vec<(u64, u64)>> {
+    Ok(proc::parse_smaps(&proc::read(pid, "maps")?)?.iter().map(|v| (v.start, v.end)).collect())
+}
+
+pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
+    let dir = ImageDir::open(&opts.dir)?;
+    let img = load(&dir)?;
+    let pid = img.pstree.pid as i32;
+    if img.pstree.sid as i32 != pid && !opts.shell_job {
+        return Err(Error::Usage(format!(
+            "pid {pid} was not a session leader when dumped; restore it with --shell-job"
+        )));
+    }
+    if proc::exists(pid) {
+        return Err(Error::PidTaken { pid, holder: holder(pid) });
+    }
+    fault_point("restore-before-fork")?;
+
+    // Open everything in this process first: bad input fails before any fork.
+    let by_id: HashMap<u32, &FileEntry> = img.files.iter().map(|f| (f.id, f)).collect();
+    let file = |id: u32| -> Result<&FileEntry> {
+        by_id.get(&id).copied().ok_or_else(|| invalid(&dir, "files.img", format!("no file with id {id}")))
+    };
+    let mut keep: Vec<OwnedFd> = Vec::new();
+    let mut service: Vec<RawFd> = Vec::new();
+    let mut add_service = |fd: OwnedFd, keep: &mut Vec<OwnedFd>| -> usize {
+        service.push(fd.as_raw_fd());
+        keep.push(fd);
+        service.len() - 1
+    };
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2", 0))?;
+    let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2", 0))?;
+    let report_raw = rep_w.as_raw_fd();
+    let report_idx = add_service(rep_w, &mut keep);
+    let pages_path = dir.file(&format!("pages-{}.img", img.pages_id));
+    let pages_fd: OwnedFd = std::fs::File::open(&pages_path)
+        .map_err(|_| ImageError::Missing { path: pages_path.clone() })?
+        .into();
+    let pages_idx = add_service(pages_fd, &mut keep);
+    let mut map_idx: HashMap<u32, usize> = HashMap::new();
+    for v in &img.mm.vmas {
+        if v.status & (mm::VMA_FILE_PRIVATE | mm::VMA_FILE_SHARED) != 0 && !map_idx.contains_key(&(v.shmid as u32)) {
+            let f = file(v.shmid as u32)?;
+            let r = f.reg.as_ref().ok_or_else(|| invalid(&dir, "files.img", "mapped file without path"))?;
+            let w = r.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32;
+            let idx = add_service(files::open_for_map(&r.name, w)?, &mut keep);
+            map_idx.insert(v.shmid as u32, idx);
+        }
+    }
+    let exe_name = &file(img.mm.exe_file_id)?.reg.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+    let exe_idx = add_service(files::open_for_map(exe_name, false)?, &mut keep);
+    let dir_name = |id: u32| -> Result<String> {
+        file(id)?.reg.as_ref().map(|r| r.name.clone()).ok_or_else(|| invalid(&dir, "files.img", "directory without path"))
+    };
+    let cwd_idx = add_service(files::open_dir(&dir_name(img.fs.cwd_id)?)?, &mut keep);
+    let root_path = dir_name(img.fs.root_id)?;
+    let root_idx = if root_path != "/" { Some(add_service(files::open_dir(&root_path)?, &mut keep)) } else { None };
+    let mut moves = Vec::new();
+    let mut opened: HashMap<u32, RawFd> = HashMap::new();
+    for fi in &img.fdinfo {
+        let src = match opened.get(&fi.id) {
+            Some(&fd) => fd,
+            None => {
+                let f = files::open_reg(file(fi.id)?)?;
+                let raw = f.as_raw_fd();
+                keep.push(f);
+                opened.insert(fi.id, raw);
+                raw
+            }
+        };
+        moves.push((src, fi.fd as i32, fi.flags & libc::FD_CLOEXEC as u32 != 0));
+    }
+    let max_fd = keep
+        .iter()
+        .map(|f| f.as_raw_fd())
+        .chain(moves.iter().map(|m| m.1))
+        .chain([go_r.as_raw_fd(), go_w.as_raw_fd(), rep_r.as_raw_fd(), 2])
+        .max()
+        .unwrap_or(2);
+    let base = max_fd + 1;
+    let tc = img.core.tc.clone().unwrap_or_default();
+    let mut avoid: Vec<(u64, u64)> = img.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+    avoid.extend(own_ranges(std::process::id() as i32)?);
+    let scratch = find_gap(SCRATCH_LEN, &avoid);
+    let plan = ChildPlan {
+        pid,
+        base,
+        service,
+        moves,
+        cwd: cwd_idx,
+        root: root_idx,
+        setsid: img.pstree.sid as i32 == pid,
+        setpgid: img.pstree.pgid as i32 == pid,
+        umask: img.fs.umask.unwrap_or(0o022),
+        personality: tc.personality,
+        rlimits: tc
+            .rlimits
+            .as_ref()
+            .map(|r| r.rlimits.iter().enumerate().map(|(i, l)| (i as u32, l.cur, l.max)).collect())
+            .unwrap_or_default(),
+        comm: std::ffi::CString::new(tc.comm.clone()).unwrap_or_default(),
+        scratch,
+        go: go_r.as_raw_fd(),
+        report: report_raw,
+    };
+    let _ = report_idx;
+
+    // SAFETY: cryo's restore runs single-threaded; the child only runs `child_main`,
+    // which never returns (it stops for the tracer or exits).
+    let child = match unsafe { sysproc::clone3_with_pid(pid, 0) } {
+        Ok(None) => child_main(&plan),
+        Ok(Some(p)) => p,
+        Err(nix::errno::Errno::EEXIST) => return Err(Error::PidTaken { pid, holder: holder(pid) }),
+        Err(e) => return Err(Error::Sys { call: "clone3(set_tid)", pid, source: e }),
+    };
+    drop(go_r);
+    let mut guard = ChildGuard { pid: child, armed: true };
+    raw::seize(child, (libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL) as usize)
+        .map_err(Error::sys("PTRACE_SEIZE", pid))?;
+    let mut go_w = std::fs::File::from(go_w);
+    go_w.write_all(b"g").map_err(Error::io("write", "restore sync pipe"))?;
+    // Our copies of the fds are the child's business now.
+    drop(keep);
+    let mut msg = String::new();
+    std::fs::File::from(rep_r).read_to_string(&mut msg).map_err(Error::io("read", "restore report pipe"))?;
+    if msg != "ok" {
+        let msg = if msg.is_empty() { "the new process died while preparing".to_string() } else { msg };
+        return Err(Error::Restore { pid, msg });
+    }
+    match tr::wait_stop(child)? {
+        Stop::Signal(libc::SIGSTOP) => {}
+        other => return Err(Error::Restore { pid, msg: format!("unexpected first stop {other:?}") }),
+    }
+    rebuild(&img, &plan, child, pages_idx, &map_idx, exe_idx)?;
+    guard.armed = false;
+    log::info!(pid = pid; "restored");
+    if let Some(p) = &opts.pidfile {
+        std::fs::write(p, format!("{pid}\n")).map_err(Error::io("write", p))?;
+    }
+    if opts.detach {
+        return Ok(Outcome::Detached(pid));
+    }
+    use nix::sys::wait::WaitStatus;
+    loop {
+        match nix::sys::wait::waitpid(child, None).map_err(Error::sys("waitpid", pid))? {
+            WaitStatus::Exited(_, c) => return Ok(Outcome::Exited(c)),
+            WaitStatus::Signaled(_, s, _) => return Ok(Outcome::Exited(128 + s as i32)),
+            _ => continue,
+        }
+    }
+}
+
+/// Runs in the new process: only fd shuffling and simple syscalls, then it stops.
+fn child_main(p: &ChildPlan) -> ! {
+    let mut report = p.report;
+    let fail = |report: RawFd, what: &str, e: nix::errno::Errno| -> ! {
+        let m = format!("in the new process: {what}: {e}");
+        let _ = sysproc::write_raw(report, m.as_bytes());
+        sysproc::exit_now(1)
+    };
+    let mut b = [0u8; 1];
+    if sysproc::read_raw(p.go, &mut b) != 1 {
+        sysproc::exit_now(1);
+    }
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    // Sources to base.., then drop everything else, then targets into place.
+    let sources: Vec<RawFd> = p.service.iter().copied().chain(p.moves.iter().map(|m| m.0)).collect();
+    for (i, &src) in sources.iter().enumerate() {
+        if let Err(e) = dup2_raw(src, p.base + i as i32) {
+            fail(report, "dup2", e);
+        }
+    }
+    report = p.base;
+    let end = p.base + sources.len() as i32;
+    let _ = sysproc::close_range(0, (p.base - 1) as u32);
+    let _ = sysproc::close_range(end as u32, u32::MAX);
+    let ns = p.service.len() as i32;
+    for (j, &(_, target, cloexec)) in p.moves.iter().enumerate() {
+        if let Err(e) = dup2_raw(p.base + ns + j as i32, target) {
+            fail(report, "dup2 to target fd", e);
+        }
+        if cloexec {
+            if let Err(e) = set_cloexec(target) {
+                fail(report, "fcntl(FD_CLOEXEC)", e);
+            }
+        }
+    }
+    if ns < sources.len() as i32 {
+        let _ = sysproc::close_range((p.base + ns) as u32, (end - 1) as u32);
+    }
+    if let Some(r) = p.root {
+        if let Err(e) = sysproc::fchdir_raw(p.base + r as i32).and_then(|_| nix::unistd::chroot(".")) {
+            fail(report, "chroot", e);
+        }
+    }
+    if let Err(e) = sysproc::fchdir_raw(p.base + p.cwd as i32) {
+        fail(report, "fchdir(cwd)", e);
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask));
+    if p.setsid {
+        if let Err(e) = nix::unistd::setsid() {
+            fail(report, "setsid", e);
+        }
+    } else if p.setpgid {
+        if let Err(e) = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
+            fail(report, "setpgid", e);
+        }
+    }
+    sysproc::set_personality(p.personality);
+    let me = Pid::from_raw(0);
+    for &(res, cur, max) in &p.rlimits {
+        if sysproc::prlimit(me, res, Some((cur, max))).is_err() {
+            // Without CAP_SYS_RESOURCE a hard limit cannot grow: keep ours, set the soft one.
+            if let Ok((_, ourmax)) = sysproc::prlimit(me, res, None) {
+                let _ = sysproc::prlimit(me, res, Some((cur.min(ourmax), max.min(ourmax))));
+            }
+        }
+    }
+    let _ = nix::sys::prctl::set_name(&p.comm);
+    if let Err(e) = sysproc::mmap_fixed_noreplace_rwx(p.scratch, SCRATCH_LEN as usize) {
+        fail(report, "mmap scratch", e);
+    }
+    let _ = sysproc::write_raw(report, b"ok");
+    sysproc::close_raw(report);
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    let _ = p.pid;
+    sysproc::exit_now(1)
+}
+
+fn dup2_raw(src: RawFd, dst: RawFd) -> nix::Result<()> {
+    if src == dst {
+        return Ok(());
+    }
+    nix::errno::Errno::result(sysproc::dup2(src, dst)).map(drop)
+}
+
+fn set_cloexec(fd: RawFd) -> nix::Result<()> {
+    nix::errno::Errno::result(sysproc::set_cloexec(fd)).map(drop)
+}
+
+/// Rebuilds the stopped child into the dumped process and lets it run.
+fn rebuild(
+    img: &Images,
+    plan: &ChildPlan,
+    child: Pid,
+    pages_idx: usize,
+    map_idx: &HashMap<u32, usize>,
+    exe_idx: usize,
+) -> Result<()> {
+    let pid = child.as_raw();
+    let svc = |i: usize| (plan.base + i as i32) as u64;
+    raw::set_sigmask(child, !0).map_err(Error::sys("PTRACE_SETSIGMASK", pid))?;
+    let base_regs = raw::get_regs(child).map_err(Error::sys("PTRACE_GETREGS", pid))?;
+    let mine = proc::parse_smaps(&proc::read(pid, "maps")?)?;
+    let vdso = mine.iter().find(|v| v.name == "[vdso]").ok_or_else(|| Error::Restore {
+        pid,
+        msg: "the new process has no vDSO".into(),
+    })?;
+    let ip = tr::find_syscall_insn(child, vdso.start, vdso.end)?
+        .ok_or_else(|| Error::Restore { pid, msg: "no syscall instruction in the vDSO".into() })?;
+    let mut inj = Injector { pid: child, syscall_ip: ip, base: base_regs, scratch: Some((plan.scratch, SCRATCH_LEN)) };
+
+    // glibc registered rseq in the child at cryo's TLS; it is about to be unmapped.
+    let rseq = raw::get_rseq_config(child).map_err(Error::sys("PTRACE_GET_RSEQ_CONFIGURATION", pid))?;
+    if rseq.rseq_abi_pointer != 0 {
+        inj.call("rseq(unregister)", libc::SYS_rseq, &[rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, 1, rseq.signature as u64])?;
+    }
+    // Drop cryo's own mappings; keep the kernel's specials and the scratch page.
+    let specials: Vec<&proc::Vma> =
+        mine.iter().filter(|v| matches!(v.name.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]")).collect();
+    for v in &mine {
+        if v.name == "[vsyscall]" || specials.iter().any(|s| s.start == v.start) || v.start == plan.scratch {
+            continue;
+        }
+        inj.call("munmap", libc::SYS_munmap, &[v.start, v.len()])?;
+    }
+    // Put vvar/vdso where the process had them.
+    let want: Vec<_> = img.mm.vmas.iter().filter(|v| v.status & (mm::VMA_AREA_VDSO | mm::VMA_AREA_VVAR) != 0).collect();
+    let sizes_match = want.len() == specials.len()
+        && want.iter().zip(&specials).all(|(w, s)| w.end - w.start == s.len());
+    if !sizes_match {
+        return Err(Error::Restore {
+            pid,
+            msg: "the vDSO layout differs from the dumping kernel's (restore on another kernel is not supported yet)".into(),
+        });
+    }
+    let overlap = want.iter().any(|w| specials.iter().any(|s| w.start < s.end && s.start < w.end));
+    let mut cur: Vec<u64> = specials.iter().map(|s| s.start).collect();
+    if overlap {
+        let total: u64 = specials.iter().map(|s| s.len()).sum();
+        let mut avoid: Vec<(u64, u64)> = img.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+        avoid.extend(specials.iter().map(|s| (s.start, s.end)));
+        avoid.push((plan.scratch, plan.scratch + SCRATCH_LEN));
+        let mut tmp = find_gap(total, &avoid);
+        for (c, s) in cur.iter_mut().zip(&specials) {
+            mremap(&inj, *c, s.len(), tmp)?;
+            if s.name == "[vdso]" {
+                inj.syscall_ip = inj.syscall_ip - *c + tmp;
+            }
+            *c = tmp;
+            tmp += s.len();
+        }
+    }
+    for ((c, s), w) in cur.iter().zip(&specials).zip(&want) {
+        if *c != w.start {
+            mremap(&inj, *c, s.len(), w.start)?;
+            if s.name == "[vdso]" {
+                inj.syscall_ip = inj.syscall_ip - *c + w.start;
+            }
+        }
+    }
+    fault_point("restore-mid-mm")?;
+
+    // Map every VMA, writable while its pages are filled.
+    let has_pages = |v: &cryo_proto::criu::VmaEntry| {
+        img.pagemap.iter().any(|p| p.vaddr < v.end && p.vaddr + p.nr_pages.unwrap_or(0) * PAGE_SIZE > v.start)
+    };
+    let mut reprotect = Vec::new();
+    for v in img.mm.vmas.iter().filter(|v| !mm::is_special(v.status)) {
+        let fill = has_pages(v);
+        let prot = v.prot as u64 | if fill { libc::PROT_WRITE as u64 } else { 0 };
+        let (fd, off) = match map_idx.get(&(v.shmid as u32)) {
+            Some(&i) if v.status & (mm::VMA_FILE_PRIVATE | mm::VMA_FILE_SHARED) != 0 => (svc(i), v.pgoff),
+            _ => (u64::MAX, 0),
+        };
+        let flags = v.flags as u64 | libc::MAP_FIXED as u64;
+        let got = inj.call("mmap", libc::SYS_mmap, &[v.start, v.end - v.start, prot, flags, fd, off])?;
+        if got != v.start {
+            return Err(Error::Restore { pid, msg: format!("mmap of {:x} landed at {got:x}", v.start) });
+        }
+        for adv in mm::madvices(v) {
+            inj.call("madvise", libc::SYS_madvise, &[v.start, v.end - v.start, adv as u64])?;
+        }
+        if prot != v.prot as u64 {
+            reprotect.push(v);
+        }
+    }
+    pages::restore_pages(&inj, &img.pagemap, svc(pages_idx) as i32)?;
+    for v in reprotect {
+        inj.call("mprotect", libc::SYS_mprotect, &[v.start, v.end - v.start, v.prot as u64])?;
+    }
+    fault_point("restore-after-pages")?;
+
+    // mm fields, in one call.
+    let auxv = mm::auxv_bytes(&img.mm);
+    let auxv_addr = inj.put(1024, &auxv)?;
+    let map = mm::prctl_mm_map(&img.mm, auxv_addr, svc(exe_idx) as i32);
+    let map_addr = inj.put(0, &map)?;
+    inj.call("prctl(PR_SET_MM_MAP)", libc::SYS_prctl, &[libc::PR_SET_MM as u64, 14, map_addr, map.len() as u64, 0])?;
+
+    // Signals, per-thread kernel state.
+    let tc = img.core.tc.clone().unwrap_or_default();
+    let th = img.core.thread_core.clone().unwrap_or_default();
+    let ti = img.core.thread_info.clone().unwrap_or_default();
+    signals::restore_sigactions(&inj, &tc.sigactions)?;
+    if let Some(sas) = &th.sas {
+        signals::restore_altstack(&inj, sas)?;
+    }
+    if th.futex_rla != 0 {
+        inj.call("set_robust_list", libc::SYS_set_robust_list, &[th.futex_rla, th.futex_rla_len as u64])?;
+    }
+    inj.call("set_tid_address", libc::SYS_set_tid_address, &[ti.clear_tid_addr])?;
+    if tc.child_subreaper == Some(true) {
+        inj.call("prctl", libc::SYS_prctl, &[libc::PR_SET_CHILD_SUBREAPER as u64, 1])?;
+    }
+    inj.call("prctl", libc::SYS_prctl, &[libc::PR_SET_PDEATHSIG as u64, th.pdeath_sig.unwrap_or(0) as u64])?;
+    let own_groups = nix::unistd::getgroups().unwrap_or_default().iter().map(|g| g.as_raw()).collect::<Vec<_>>();
+    if let Some(c) = &th.creds {
+        creds::restore(&inj, c, &img.extra, &own_groups)?;
+    }
+    if let Some(d) = img.mm.dumpable {
+        inj.call("prctl", libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, d as u64])?;
+    }
+    if let Some(q) = &tc.signals_s {
+        signals::restore_pending(&inj, q, true)?;
+    }
+    if let Some(q) = &th.signals_p {
+        signals::restore_pending(&inj, q, false)?;
+    }
+    // Service fds and the scratch page go; rseq is registered last so the kernel checks
+    // the critical section against the final instruction pointer.
+    inj.call("close_range", libc::SYS_close_range, &[plan.base as u64, u32::MAX as u64, 0])?;
+    inj.call("munmap", libc::SYS_munmap, &[plan.scratch, SCRATCH_LEN])?;
+    inj.scratch = None;
+    if let Some(r) = &th.rseq_entry {
+        inj.call("rseq", libc::SYS_rseq, &[r.rseq_abi_pointer, r.rseq_abi_size as u64, 0, r.signature as u64])?;
+    }
+    fault_point("restore-before-regs")?;
+    if img.core.thread_info.is_none() {
+        return Err(Error::Restore { pid, msg: "core image has no registers".into() });
+    }
+    raw::set_regs(child, &cpu::entry_to_regs(&ti.gpregs)).map_err(Error::sys("PTRACE_SETREGS", pid))?;
+    raw::set_xstate(child, &img.cpu.xsave).map_err(Error::sys("PTRACE_SETREGSET(NT_X86_XSTATE)", pid))?;
+    raw::set_sigmask(child, th.blk_sigset.unwrap_or(tc.blk_sigset)).map_err(Error::sys("PTRACE_SETSIGMASK", pid))?;
+    raw::detach(child, 0).map_err(Error::sys("PTRACE_DETACH", pid))?;
+    Ok(())
+}
+
+fn mremap(inj: &Injector, from: u64, len: u64, to: u64) -> Result<()> {
+    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    inj.call("mremap", libc::SYS_mremap, &[from, len, len, flags, to])?;
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Process creation with a chosen PID, and process attributes the tracer can read or set
+//! from outside (rlimits, robust futex list).
+
+use super::check;
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// `struct clone_args` (include/uapi/linux/sched.h).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `clone3` with `set_tid`: a fork whose child gets exactly `pid` (in the innermost pid
+/// namespace). Returns `Ok(None)` in the child, `Ok(Some(pid))` in the parent.
+///
+/// # Safety
+/// Same contract as `fork`: the caller must be single-threaded, and the child may only
+/// do async-signal-safe work until it execs, exits or is taken over by the tracer.
+pub unsafe fn clone3_with_pid(pid: i32, flags: u64) -> Result<Option<Pid>, Errno> {
+    let tid = [pid];
+    let args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: `args` is a valid clone_args that outlives the call; no CLONE_VM, so the
+    // child runs on a copy of our stack (the caller upholds fork's contract).
+    let r = check(unsafe {
+        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+    })?;
+    Ok(if r == 0 { None } else { Some(Pid::from_raw(r as i32)) })
+}
+
+/// Probes `clone3` with `set_tid` support without creating a process: the kernel
+/// validates `set_tid` before it forks and rejects a PID of -1 with EINVAL.
+pub fn probe_clone3_set_tid() -> bool {
+    let tid = [-1i32];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: the kernel rejects set_tid = -1 before creating any process, so no child
+    // can ever return from this call; `args` outlives it.
+    let r = unsafe {
+        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+    };
+    r == -1 && Errno::last() == Errno::EINVAL
+}
+
+/// One resource limit of any process (`prlimit64`); `new` sets it.
+pub fn prlimit(pid: Pid, resource: u32, new: Option<(u64, u64)>) -> Result<(u64, u64), Errno> {
+    let newlim = new.map(|(cur, max)| libc::rlimit64 { rlim_cur: cur, rlim_max: max });
+    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    let newp = newlim.as_ref().map_or(std::ptr::null(), |l| l as *const libc::rlimit64);
+    // SAFETY: `newp` is null or points at a live rlimit64; `old` is a live out-parameter.
+    check(unsafe { libc::prlimit64(pid.as_raw(), resource as _, newp, &mut old) } as libc::c_long)?;
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+/// The robust futex list head registered by thread `tid` (glibc registers one per thread).
+pub fn get_robust_list(tid: Pid) -> Result<(u64, u64), Errno> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: both out-parameters are live locals of the sizes the kernel writes.
+    check(unsafe {
+        libc::syscall(libc::SYS_get_robust_list, tid.as_raw(), &mut head as *mut u64, &mut len as *mut usize)
+    })?;
+    Ok((head, len as u64))
+}
+
+/// Closes every fd in `[first, last]`.
+pub fn close_range(first: u32, last: u32) -> Result<(), Errno> {
+    // SAFETY: integers only; closing fds cannot violate memory safety, and callers use it
+    // only where no Rust object owns the closed fds (a freshly cloned restore child).
+    check(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) }).map(drop)
+}
+
+/// Maps `len` bytes read/write/execute at exactly `addr`, failing if anything is there.
+pub fn mmap_fixed_noreplace_rwx(addr: u64, len: usize) -> Result<(), Errno> {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so no live Rust
+    // object can be affected; the new anonymous mapping is owned by the restore child.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    if p as u64 != addr {
+        return Err(Errno::EEXIST);
+    }
+    Ok(())
+}
+
+/// Writes `bytes` at `addr` of our own address space.
+///
+/// # Safety
+/// `addr..addr+bytes.len()` must be a writable mapping that no Rust object refers to
+/// (the trampoline page just made by `mmap_fixed_noreplace_rwx`).
+pub unsafe fn write_own(addr: u64, bytes: &[u8]) {
+    // SAFETY: the caller guarantees the destination is writable and unaliased.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
+}
+
+/// Leaves immediately without running destructors or atexit handlers (the restore
+/// child must not flush buffers it shares with the restorer).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Whether fds `fd1` and `fd2` of `pid` share one open file description.
+pub fn kcmp_file(pid: i32, fd1: i32, fd2: i32) -> Result<bool, Errno> {
+    const KCMP_FILE: libc::c_int = 0;
+    // SAFETY: integers only.
+    let r = check(unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, fd1, fd2) })?;
+    Ok(r == 0)
+}
+
+/// `dup2` returning the raw result (used in the restore child, where fds are raw).
+pub fn dup2(src: i32, dst: i32) -> i32 {
+    // SAFETY: integers only; the restore child owns its whole fd table.
+    unsafe { libc::dup2(src, dst) }
+}
+
+/// Sets FD_CLOEXEC on `fd`, raw result.
+pub fn set_cloexec(fd: i32) -> i32 {
+    // SAFETY: integers only.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }
+}
+
+/// Raw-fd helpers for the restore child, whose fds are numbers it shuffles itself.
+pub fn read_raw(fd: i32, buf: &mut [u8]) -> isize {
+    // SAFETY: `buf` is a live, exclusively borrowed buffer of the given length.
+    unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) }
+}
+
+pub fn write_raw(fd: i32, buf: &[u8]) -> isize {
+    // SAFETY: `buf` is a live buffer of the given length, only read by the kernel.
+    unsafe { libc::write(fd, buf.as_ptr() as *const libc::c_void, buf.len()) }
+}
+
+pub fn fchdir_raw(fd: i32) -> Result<(), Errno> {
+    // SAFETY: integer argument only.
+    check(unsafe { libc::fchdir(fd) } as libc::c_long).map(drop)
+}
+
+pub fn close_raw(fd: i32) {
+    // SAFETY: integer argument only; the restore child owns its whole fd table.
+    unsafe { libc::close(fd) };
+}
+
+pub fn set_personality(p: u32) {
+    // SAFETY: integer argument only.
+    unsafe { libc::personality(p as libc::c_ulong) };
+}

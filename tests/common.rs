@@ -1,0 +1,211 @@
+//! Test harness: start a workload from test-containers/ as our child (in its own
+//! session), checkpoint and restore it with the real `cryo` binary, then let the workload
+//! verify itself. The test process is a child subreaper, so restored processes (whose
+//! restorer exits) become our children and are reaped here, never left as zombies.
+
+#![allow(dead_code)]
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn cryo() -> &'static str {
+    env!("CARGO_BIN_EXE_cryo")
+}
+
+pub fn workload_bin(name: &str) -> PathBuf {
+    let p = root().join("test-containers/workloads/bin").join(name);
+    assert!(p.exists(), "{} missing: run `make -C test-containers/workloads`", p.display());
+    p
+}
+
+/// One test's scratch space and serialization (PIDs and subreaping are per process).
+pub struct Env {
+    pub dir: PathBuf,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Env {
+    pub fn new(name: &str) -> Env {
+        let lock = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("cryo-test-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Env { dir, _lock: lock }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Starts `cmd` with stdout/stderr to files, in a new session unless `shell_job`.
+    pub fn spawn(&self, mut cmd: Command, new_session: bool) -> Pid {
+        cmd.stdin(Stdio::null())
+            .stdout(std::fs::File::create(self.path("stdout")).unwrap())
+            .stderr(std::fs::File::create(self.path("stderr")).unwrap())
+            .current_dir(&self.dir);
+        // SAFETY: close_range and setsid are async-signal-safe syscalls; nothing else
+        // runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Fds leaked into the test runner by its own parent are not the workload's.
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                if new_session {
+                    nix::unistd::setsid().map_err(std::io::Error::from)?;
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn workload");
+        Pid::from_raw(child.id() as i32)
+    }
+
+    /// Starts a zdtm-style workload and waits for its ready file.
+    pub fn start(&self, name: &str, args: &[&str]) -> Pid {
+        self.start_opts(name, args, true)
+    }
+
+    pub fn start_opts(&self, name: &str, args: &[&str], new_session: bool) -> Pid {
+        let mut cmd = if name.ends_with(".py") {
+            let mut c = Command::new("python3");
+            c.arg(root().join("test-containers/workloads/py").join(name));
+            c
+        } else {
+            Command::new(workload_bin(name))
+        };
+        cmd.arg("--out").arg(self.path("out")).arg("--ready").arg(self.path("ready")).args(args);
+        let pid = self.spawn(cmd, new_session);
+        wait_for(&self.path("ready"), Duration::from_secs(60));
+        pid
+    }
+
+    pub fn images(&self) -> PathBuf {
+        self.path("img")
+    }
+
+    /// `cryo dump`; asserts success and, unless leaving it running, that it is gone.
+    pub fn dump(&self, pid: Pid, extra: &[&str]) {
+        let out = run_cryo(&["dump", "-t", &pid.to_string(), "-D", self.images().to_str().unwrap()], extra);
+        assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        if !extra.contains(&"--leave-running") && !extra.contains(&"-R") {
+            match waitpid(pid, None).expect("reap dumped process") {
+                WaitStatus::Signaled(_, Signal::SIGKILL, _) => {}
+                other => panic!("dumped process ended unexpectedly: {other:?}"),
+            }
+        }
+    }
+
+    /// `cryo restore -d`; asserts success and that the process runs with its PID.
+    pub fn restore(&self, pid: Pid, extra: &[&str]) {
+        let pidfile = self.path("restored.pid");
+        let out = run_cryo(
+            &["restore", "-d", "-D", self.images().to_str().unwrap(), "--pidfile", pidfile.to_str().unwrap()],
+            extra,
+        );
+        assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
+        let got: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        assert_eq!(got, pid.as_raw(), "restored with another pid");
+        let st = state(pid).expect("restored process is gone");
+        assert!(!matches!(st, 'T' | 't' | 'Z' | 'X'), "restored process is in state {st}");
+    }
+
+    /// Asks the workload to verify itself (SIGTERM) and returns its verdict.
+    pub fn verify(&self, pid: Pid) {
+        kill(pid, Signal::SIGTERM).unwrap();
+        let st = waitpid(pid, None).expect("wait for workload");
+        let out = std::fs::read_to_string(self.path("out")).unwrap_or_default();
+        let stderr = std::fs::read_to_string(self.path("stderr")).unwrap_or_default();
+        assert_eq!(out.trim(), "PASS", "workload verdict: {out:?} ({st:?}); stderr: {stderr}");
+        assert!(matches!(st, WaitStatus::Exited(_, 0)), "workload exit: {st:?}");
+    }
+
+    /// Full cycle: dump (killing it), restore, verify.
+    pub fn cycle(&self, pid: Pid) {
+        self.dump(pid, &[]);
+        self.restore(pid, &[]);
+        self.verify(pid);
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let leaks = stopped_children();
+        reap_children();
+        if !std::thread::panicking() {
+            assert!(leaks.is_empty(), "stopped or traced processes left behind: {leaks:?}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn run_cryo(args: &[&str], extra: &[&str]) -> Output {
+    Command::new(cryo()).args(args).args(extra).output().expect("run cryo")
+}
+
+pub fn wait_for(path: &Path, timeout: Duration) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {}", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The state letter of `/proc/PID/stat`.
+pub fn state(pid: Pid) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+pub fn tracer(pid: Pid) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("TracerPid:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Our children (including adopted ones) that are stopped or traced.
+pub fn stopped_children() -> Vec<(i32, char)> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(close) = s.rfind(')') else { continue };
+        let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
+        if f.len() > 2 && f[1].parse::<i32>().ok() == Some(me) {
+            let st = f[0].chars().next().unwrap_or('?');
+            if matches!(st, 'T' | 't') {
+                out.push((pid, st));
+            }
+        }
+    }
+    out
+}
+
+/// Kills and reaps every child still around (tests clean up by PID).
+pub fn reap_children() {
+    let me = std::process::id() as i32;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(close) = s.rfind(')') else { continue };
+        let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
+        if f.len() > 2 && f[1].parse::<i32>().ok() == Some(me) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! End-to-end: real workloads, real ptrace, dump → kill → restore → self-verification.
+
+mod common;
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn memory_pattern_64m() {
+    let env = Env::new("mem");
+    let pid = env.start("mem", &["--mib", "64", "--tmpdir", env.dir.to_str().unwrap()]);
+    env.cycle(pid);
+}
+
+#[test]
+fn fpu_avx_registers() {
+    let env = Env::new("fpu");
+    let pid = env.start("fpu", &[]);
+    std::thread::sleep(Duration::from_millis(100));
+    env.cycle(pid);
+}
+
+#[test]
+fn file_offsets_and_flags() {
+    let env = Env::new("files");
+    let pid = env.start("files", &["--tmpdir", env.dir.to_str().unwrap()]);
+    env.cycle(pid);
+}
+
+#[test]
+fn signals_handlers_mask_pending_altstack() {
+    let env = Env::new("signals");
+    let pid = env.start("signals", &[]);
+    env.cycle(pid);
+}
+
+#[test]
+fn counter_keeps_counting() {
+    let env = Env::new("counter");
+    let file = env.path("count.txt");
+    let pid = env.start("counter", &["--file", file.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(300));
+    env.dump(pid, &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    env.restore(pid, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    env.verify(pid);
+}
+
+#[test]
+fn blocked_in_nanosleep_and_pause() {
+    for mode in ["nanosleep", "pause"] {
+        let env = Env::new(mode);
+        let pid = env.start("sleeper", &["--mode", mode]);
+        std::thread::sleep(Duration::from_millis(100));
+        env.cycle(pid);
+    }
+}
+
+/// Repeated checkpoints of the same process: the restored process dumps again.
+#[test]
+fn dump_restore_twice() {
+    let env = Env::new("twice");
+    let pid = env.start("mem", &["--mib", "8", "--tmpdir", env.dir.to_str().unwrap()]);
+    env.dump(pid, &[]);
+    env.restore(pid, &[]);
+    std::fs::remove_dir_all(env.images()).unwrap();
+    env.dump(pid, &[]);
+    env.restore(pid, &[]);
+    env.verify(pid);
+}
+
+#[test]
+fn leave_running_keeps_original_and_image_restores() {
+    let env = Env::new("leave");
+    let pid = env.start("mem", &["--mib", "16", "--tmpdir", env.dir.to_str().unwrap()]);
+    env.dump(pid, &["--leave-running"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(tracer(pid), Some(0), "original still traced");
+    assert!(matches!(state(pid), Some('S' | 'R')), "original not running: {:?}", state(pid));
+    // The image must not restore over a live process: clear error naming the holder.
+    let out = run_cryo(&["restore", "-d", "-D", env.images().to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by") && err.contains("mem"), "{err}");
+    // The original verifies itself, then the image restores into the freed PID.
+    env.verify(pid);
+    env.restore(pid, &[]);
+    env.verify(pid);
+}
+
+/// `sleep`, a program nobody here wrote: restored mid-sleep, it still sleeps its full
+/// time (nanosleep returns EINTR with the remaining time, and sleep carries on).
+#[test]
+fn real_program_sleep() {
+    let env = Env::new("sleep");
+    let t0 = Instant::now();
+    let mut cmd = Command::new("sleep");
+    cmd.arg("3");
+    let pid = env.spawn(cmd, true);
+    std::thread::sleep(Duration::from_millis(500));
+    env.dump(pid, &[]);
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+    assert!(exe.is_err());
+    env.restore(pid, &[]);
+    assert!(std::fs::read_link(format!("/proc/{pid}/exe")).unwrap().ends_with("sleep"));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert_eq!(cmdline, b"sleep\x003\x00");
+    match waitpid(pid, None).unwrap() {
+        WaitStatus::Exited(_, 0) => {}
+        other => panic!("sleep ended with {other:?}"),
+    }
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(2900), "sleep returned early: {took:?}");
+}
+
+/// python3 holding a 200 MiB dict, verified by the interpreter after restore.
+#[test]
+fn real_program_python_bigdict() {
+    let env = Env::new("python");
+    let pid = env.start("bigdict.py", &["--mib", "200"]);
+    env.cycle(pid);
+}
+
+/// A process that is not a session leader needs --shell-job on both sides.
+#[test]
+fn shell_job() {
+    let env = Env::new("shelljob");
+    let pid = env.start_opts("counter", &["--file", env.path("c.txt").to_str().unwrap()], false);
+    let out = run_cryo(&["dump", "-t", &pid.to_string(), "-D", env.images().to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--shell-job"));
+    assert_eq!(tracer(pid), Some(0));
+    env.dump(pid, &["--shell-job"]);
+    env.restore(pid, &["--shell-job"]);
+    env.verify(pid);
+}
+
+/// A dump that fails at any step leaves the target running, untraced and intact.
+#[test]
+fn dump_fault_injection_leaves_target_running() {
+    for point in ["dump-after-seize", "dump-mid-memory", "dump-before-pagemap", "dump-before-write"] {
+        let env = Env::new(point);
+        let pid = env.start("mem", &["--mib", "8", "--tmpdir", env.dir.to_str().unwrap()]);
+        let out = Command::new(cryo())
+            .args(["dump", "-t", &pid.to_string(), "-D", env.images().to_str().unwrap()])
+            .env("CRYO_FAULT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: dump succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(point) && err.contains("log:"), "{point}: {err}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(tracer(pid), Some(0), "{point}: still traced");
+        assert!(matches!(state(pid), Some('S' | 'R')), "{point}: state {:?}", state(pid));
+        env.verify(pid);
+    }
+}
+
+/// A restore that fails at any step leaves no process behind; a retry then works.
+#[test]
+fn restore_fault_injection_leaves_nothing() {
+    let env = Env::new("rstfault");
+    let pid = env.start("mem", &["--mib", "8", "--tmpdir", env.dir.to_str().unwrap()]);
+    env.dump(pid, &[]);
+    for point in ["restore-before-fork", "restore-mid-mm", "restore-after-pages", "restore-before-regs"] {
+        let out = Command::new(cryo())
+            .args(["restore", "-d", "-D", env.images().to_str().unwrap()])
+            .env("CRYO_FAULT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: restore succeeded");
+        assert!(state(pid).is_none(), "{point}: pid {pid} left in state {:?}", state(pid));
+    }
+    env.restore(pid, &[]);
+    env.verify(pid);
+}
+
+#[test]
+fn restore_without_detach_returns_exit_status() {
+    let env = Env::new("wait");
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", "import time; time.sleep(1); raise SystemExit(7)"]);
+    let pid = env.spawn(cmd, true);
+    std::thread::sleep(Duration::from_millis(200));
+    env.dump(pid, &[]);
+    let out = run_cryo(&["restore", "-D", env.images().to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = kill(Pid::from_raw(pid.as_raw()), Signal::SIGKILL);
+}
