@@ -7,5 +7,7 @@ fn main() {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["."]).expect("compile .proto files");
-    prost_build::Config::new().compile_fds(fds).expect("generate Rust from .proto files");
+    prost_build::Config::new()
+        .compile_fds(fds)
+        .expect("generate Rust from .proto files");
 }

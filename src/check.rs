@@ -24,13 +24,22 @@ pub fn probe_all() -> Vec<Probe> {
             let mut r = [sys::mem::PageRegion::default(); 1];
             let probe = 0u8;
             let here = &probe as *const u8 as u64 & !4095;
-            sys::mem::pagemap_scan(f.as_fd(), here, here + 4096, sys::mem::PAGE_IS_PRESENT, sys::mem::PAGE_IS_PRESENT, &mut r).is_ok()
+            sys::mem::pagemap_scan(
+                f.as_fd(),
+                here,
+                here + 4096,
+                sys::mem::PAGE_IS_PRESENT,
+                sys::mem::PAGE_IS_PRESENT,
+                &mut r,
+            )
+            .is_ok()
         })
         .unwrap_or(false);
     let uffd = uffd_features();
     const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
     const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
-    let wp_async = uffd.is_some_and(|f| f & UFFD_FEATURE_WP_ASYNC != 0 && f & UFFD_FEATURE_WP_UNPOPULATED != 0);
+    let wp_async = uffd
+        .is_some_and(|f| f & UFFD_FEATURE_WP_ASYNC != 0 && f & UFFD_FEATURE_WP_UNPOPULATED != 0);
     let rseq = sys::ptrace::probe_rseq_config();
     let pidfd = sys::pidfd::pidfd_open(me).is_ok_and(|fd| sys::pidfd::pidfd_getfd(&fd, 0).is_ok());
     let soft_dirty = sys::has_soft_dirty();
@@ -92,6 +101,13 @@ pub fn run() -> bool {
             }
         }
     }
-    println!("{}", if ok { "Looks good." } else { "Some features cryo needs are missing." });
+    println!(
+        "{}",
+        if ok {
+            "Looks good."
+        } else {
+            "Some features cryo needs are missing."
+        }
+    );
     ok
 }

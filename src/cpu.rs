@@ -72,13 +72,16 @@ pub fn entry_to_regs(e: &UserX86RegsEntry) -> Regs {
 }
 
 fn u16_at(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 2).map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]) as u32)
+    b.get(o..o + 2)
+        .map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]) as u32)
 }
 fn u32_at(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 4).map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(o..o + 4)
+        .map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
 }
 fn u64_at(b: &[u8], o: usize) -> u64 {
-    b.get(o..o + 8).map_or(0, |s| u64::from_ne_bytes(s.try_into().unwrap_or_default()))
+    b.get(o..o + 8)
+        .map_or(0, |s| u64::from_ne_bytes(s.try_into().unwrap_or_default()))
 }
 fn words(b: &[u8], o: usize, n: usize) -> Vec<u32> {
     (0..n).map(|i| u32_at(b, o + 4 * i)).collect()

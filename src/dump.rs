@@ -13,9 +13,9 @@ use crate::seize::Seized;
 use crate::signals;
 use crate::sys::{process as sysproc, ptrace as raw};
 use cryo_proto::criu::{
-    core_entry::March, CoreEntry, CredsEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry,
-    PstreeEntry, RlimitEntry, RseqEntry, TaskCoreEntry, TaskKobjIdsEntry, TaskRlimitsEntry, ThreadCoreEntry,
-    ThreadInfoX86,
+    core_entry::March, CoreEntry, CredsEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry,
+    MmEntry, PstreeEntry, RlimitEntry, RseqEntry, TaskCoreEntry, TaskKobjIdsEntry,
+    TaskRlimitsEntry, ThreadCoreEntry, ThreadInfoX86,
 };
 use cryo_proto::cryo::{CpuStateEntry, CryoHeadEntry, TaskExtraEntry};
 use nix::unistd::Pid;
@@ -68,7 +68,12 @@ impl BlockTermSignals {
     fn new() -> Self {
         use nix::sys::signal::{SigSet, SigmaskHow, Signal};
         let mut set = SigSet::empty();
-        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+        for s in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
             set.add(s);
         }
         let mut old = SigSet::empty();
@@ -79,7 +84,11 @@ impl BlockTermSignals {
 
 impl Drop for BlockTermSignals {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+        let _ = nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&self.0),
+            None,
+        );
     }
 }
 
@@ -100,7 +109,9 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
         return Err(Error::Unsupported {
             pid,
             what: format!("session {} (not its own)", stat.sid),
-            why: "the process is not a session leader; start it with setsid or dump with --shell-job".into(),
+            why:
+                "the process is not a session leader; start it with setsid or dump with --shell-job"
+                    .into(),
         });
     }
     let dir = ImageDir::create(&opts.dir)?;
@@ -129,10 +140,17 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
     let stat = proc::parse_stat(&proc::read(pid, "stat")?)?;
     let status = proc::parse_status(&proc::read(pid, "status")?)?;
     if status.seccomp != 0 {
-        return Err(Error::Unsupported { pid, what: "seccomp filters".into(), why: "not supported yet".into() });
+        return Err(Error::Unsupported {
+            pid,
+            what: "seccomp filters".into(),
+            why: "not supported yet".into(),
+        });
     }
     let vmas = proc::parse_smaps(&proc::read(pid, "smaps")?)?;
-    let vdso = vmas.iter().find(|v| v.name == "[vdso]").map(|v| (v.start, v.end));
+    let vdso = vmas
+        .iter()
+        .find(|v| v.name == "[vdso]")
+        .map(|v| (v.start, v.end));
 
     // What only the task can tell, by injected syscalls.
     let inj = seized.injector(vdso)?;
@@ -140,14 +158,26 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
     let sigactions = signals::dump_sigactions(&inj)?;
     let sas = signals::dump_altstack(&inj)?;
     let (scratch, _) = inj.scratch()?;
-    inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_TID_ADDRESS as u64, scratch])?;
+    inj.call(
+        "prctl",
+        libc::SYS_prctl,
+        &[libc::PR_GET_TID_ADDRESS as u64, scratch],
+    )?;
     let clear_tid = u64::from_ne_bytes(inj.get(0, 8)?.try_into().unwrap_or_default());
-    inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_PDEATHSIG as u64, scratch])?;
+    inj.call(
+        "prctl",
+        libc::SYS_prctl,
+        &[libc::PR_GET_PDEATHSIG as u64, scratch],
+    )?;
     let pdeath = u32::from_ne_bytes(inj.get(0, 4)?.try_into().unwrap_or_default());
     let secbits = inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_SECUREBITS as u64])? as u32;
     let dumpable = inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64])? as i32;
     let subreaper = {
-        inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_CHILD_SUBREAPER as u64, scratch])?;
+        inj.call(
+            "prctl",
+            libc::SYS_prctl,
+            &[libc::PR_GET_CHILD_SUBREAPER as u64, scratch],
+        )?;
         u32::from_ne_bytes(inj.get(0, 4)?.try_into().unwrap_or_default()) != 0
     };
 
@@ -159,7 +189,11 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
         match mm::vma_entry(pid, v, stat.start_stack, (stat.start_brk, brk)) {
             Ok((mut e, file)) => {
                 if let Some(f) = file {
-                    let flags = if f.writable { libc::O_RDWR } else { libc::O_RDONLY } as u32;
+                    let flags = if f.writable {
+                        libc::O_RDWR
+                    } else {
+                        libc::O_RDONLY
+                    } as u32;
                     e.shmid = ids.add_reg(&f.path, flags, 0) as u64;
                 }
                 vma_entries.push(e);
@@ -169,7 +203,11 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
         }
     }
     if !blockers.is_empty() {
-        return Err(Error::Unsupported { pid, what: "address space".into(), why: blockers.join("; ") });
+        return Err(Error::Unsupported {
+            pid,
+            what: "address space".into(),
+            why: blockers.join("; "),
+        });
     }
     let exe = proc::read_link(pid, "exe")?;
     let exe_id = ids.add_reg(&exe, libc::O_RDONLY as u32, 0);
@@ -205,8 +243,10 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
 
     // CPU, signals, misc.
     let xsave = raw::get_xstate(tid).map_err(Error::sys("PTRACE_GETREGSET(NT_X86_XSTATE)", pid))?;
-    let rseq = raw::get_rseq_config(tid).map_err(Error::sys("PTRACE_GET_RSEQ_CONFIGURATION", pid))?;
-    let (futex_rla, futex_rla_len) = sysproc::get_robust_list(tid).map_err(Error::sys("get_robust_list", pid))?;
+    let rseq =
+        raw::get_rseq_config(tid).map_err(Error::sys("PTRACE_GET_RSEQ_CONFIGURATION", pid))?;
+    let (futex_rla, futex_rla_len) =
+        sysproc::get_robust_list(tid).map_err(Error::sys("get_robust_list", pid))?;
     let signals_p = signals::dump_pending(tid, false)?;
     let signals_s = signals::dump_pending(tid, true)?;
     let mut rlimits = Vec::new();
@@ -233,12 +273,12 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
         groups: status.groups.clone(),
         ..Default::default()
     };
-    drop(inj);
 
     // Memory, while frozen.
     let t_mem = Instant::now();
     let pagemap_path = format!("/proc/{pid}/pagemap");
-    let pagemap = std::fs::File::open(&pagemap_path).map_err(|e| Error::proc_io(pid, &pagemap_path, e))?;
+    let pagemap =
+        std::fs::File::open(&pagemap_path).map_err(|e| Error::proc_io(pid, &pagemap_path, e))?;
     let pages_id = 1;
     let mut pd = PageDumper::new(dir, pages_id)?;
     for (i, v) in mm.vmas.iter().enumerate() {
@@ -253,7 +293,13 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
     let pstats = pd.finish(dir, pid, pages_id)?;
     let memdump_ms = t_mem.elapsed().as_secs_f64() * 1e3;
 
-    let kobj = TaskKobjIdsEntry { vm_id: 1, files_id: 1, fs_id: 1, sighand_id: 1, ..Default::default() };
+    let kobj = TaskKobjIdsEntry {
+        vm_id: 1,
+        files_id: 1,
+        fs_id: 1,
+        sighand_id: 1,
+        ..Default::default()
+    };
     let core = CoreEntry {
         mtype: March::X8664 as i32,
         thread_info: Some(ThreadInfoX86 {
@@ -294,7 +340,6 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
             }),
             ..Default::default()
         }),
-        ..Default::default()
     };
     let state = TaskState {
         pstree: PstreeEntry {
@@ -310,10 +355,24 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
         fs,
         fdinfo,
         files: ids.files,
-        cpu: CpuStateEntry { tid: pid as u32, xsave, xcr0: None },
-        extra: TaskExtraEntry { cap_amb: Some(status.cap_amb), no_new_privs: Some(status.no_new_privs) },
+        cpu: CpuStateEntry {
+            tid: pid as u32,
+            xsave,
+            xcr0: None,
+        },
+        extra: TaskExtraEntry {
+            cap_amb: Some(status.cap_amb),
+            no_new_privs: Some(status.no_new_privs),
+        },
     };
-    Ok((state, DumpStats { frozen_ms: 0.0, memdump_ms, pages: pstats }))
+    Ok((
+        state,
+        DumpStats {
+            frozen_ms: 0.0,
+            memdump_ms,
+            pages: pstats,
+        },
+    ))
 }
 
 /// Writes every image of the task; `inventory.img` last, so its presence marks a
@@ -336,7 +395,10 @@ pub fn write_images(dir: &ImageDir, t: &TaskState) -> Result<()> {
     }
     w.finish()?;
     let mut w = dir.writer(&format!("cryo-cpu-{pid}.img"), image::CRYO_CPU)?;
-    w.entry(&CryoHeadEntry { format_version: CRYO_FORMAT_VERSION, cryo_version: Some(env!("CARGO_PKG_VERSION").into()) })?;
+    w.entry(&CryoHeadEntry {
+        format_version: CRYO_FORMAT_VERSION,
+        cryo_version: Some(env!("CARGO_PKG_VERSION").into()),
+    })?;
     w.entry(&t.cpu)?;
     w.entry(&t.extra)?;
     w.finish()?;

@@ -20,7 +20,11 @@ pub enum Error {
     },
 
     #[error("pid {pid}: {name} (injected syscall) failed: {errno}")]
-    Remote { pid: i32, name: &'static str, errno: Errno },
+    Remote {
+        pid: i32,
+        name: &'static str,
+        errno: Errno,
+    },
 
     #[error("pid {pid}: {what}")]
     Trace { pid: i32, what: String },
@@ -70,7 +74,11 @@ impl Error {
         if e.kind() == std::io::ErrorKind::NotFound && !crate::proc::exists(pid) {
             Error::NoProcess { pid }
         } else {
-            Error::Io { op: "read", path: path.into(), source: e }
+            Error::Io {
+                op: "read",
+                path: path.into(),
+                source: e,
+            }
         }
     }
 }

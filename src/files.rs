@@ -32,7 +32,6 @@ impl FileIds {
                 name: path.to_string(),
                 ..Default::default()
             }),
-            ..Default::default()
         });
         id
     }
@@ -65,16 +64,23 @@ pub fn dump_fds(pid: i32, ids: &mut FileIds) -> Result<Vec<FdinfoEntry>> {
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
         let flags = info.flags & !(libc::O_CLOEXEC as u32);
         if !target.starts_with('/') {
-            blockers.push(format!("fd {fd} ({target}): only regular files and devices are supported yet"));
+            blockers.push(format!(
+                "fd {fd} ({target}): only regular files and devices are supported yet"
+            ));
             continue;
         }
         if target.ends_with(" (deleted)") {
-            blockers.push(format!("fd {fd} ({target}): deleted files are not supported yet"));
+            blockers.push(format!(
+                "fd {fd} ({target}): deleted files are not supported yet"
+            ));
             continue;
         }
         // An earlier fd with the same open file description shares its id.
         let shared = out.iter().find(|e| {
-            ids.get(e.id).and_then(|f| f.reg.as_ref()).is_some_and(|r| r.name == target) && kcmp_file(pid, e.fd as i32, fd)
+            ids.get(e.id)
+                .and_then(|f| f.reg.as_ref())
+                .is_some_and(|r| r.name == target)
+                && kcmp_file(pid, e.fd as i32, fd)
         });
         let id = match shared {
             Some(e) => e.id,
@@ -90,23 +96,38 @@ pub fn dump_fds(pid: i32, ids: &mut FileIds) -> Result<Vec<FdinfoEntry>> {
         });
     }
     if !blockers.is_empty() {
-        return Err(Error::Unsupported { pid, what: "file descriptors".into(), why: blockers.join("; ") });
+        return Err(Error::Unsupported {
+            pid,
+            what: "file descriptors".into(),
+            why: blockers.join("; "),
+        });
     }
     Ok(out)
 }
 
 /// Opens a file entry for a restored fd, at its offset, in this process.
 pub fn open_reg(f: &FileEntry) -> Result<OwnedFd> {
-    let r = f.reg.as_ref().ok_or_else(|| Error::Restore { pid: 0, msg: format!("file {} has no reg entry", f.id) })?;
+    let r = f.reg.as_ref().ok_or_else(|| Error::Restore {
+        pid: 0,
+        msg: format!("file {} has no reg entry", f.id),
+    })?;
     let acc = r.flags & libc::O_ACCMODE as u32;
     let mut o = std::fs::OpenOptions::new();
     o.read(acc == libc::O_RDONLY as u32 || acc == libc::O_RDWR as u32)
         .write(acc == libc::O_WRONLY as u32 || acc == libc::O_RDWR as u32)
-        .custom_flags((r.flags & !(libc::O_ACCMODE as u32 | libc::O_CREAT as u32 | libc::O_TRUNC as u32 | libc::O_EXCL as u32)) as i32);
+        .custom_flags(
+            (r.flags
+                & !(libc::O_ACCMODE as u32
+                    | libc::O_CREAT as u32
+                    | libc::O_TRUNC as u32
+                    | libc::O_EXCL as u32)) as i32,
+        );
     let file = o.open(&r.name).map_err(Error::io("open", &r.name))?;
     if r.pos != 0 {
         use std::io::{Seek, SeekFrom};
-        (&file).seek(SeekFrom::Start(r.pos)).map_err(Error::io("seek", &r.name))?;
+        (&file)
+            .seek(SeekFrom::Start(r.pos))
+            .map_err(Error::io("seek", &r.name))?;
     }
     let fd: OwnedFd = file.into();
     log::debug!(path = r.name.as_str(), fd = fd.as_raw_fd(), pos = r.pos; "opened file for restore");
@@ -115,7 +136,11 @@ pub fn open_reg(f: &FileEntry) -> Result<OwnedFd> {
 
 /// Opens a file for mapping (read-only unless a shared writable mapping needs write).
 pub fn open_for_map(path: &str, write: bool) -> Result<OwnedFd> {
-    let f = std::fs::OpenOptions::new().read(true).write(write).open(path).map_err(Error::io("open", path))?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)
+        .map_err(Error::io("open", path))?;
     Ok(f.into())
 }
 

@@ -25,11 +25,20 @@ pub enum ImageError {
     #[error("missing image file {}", path.display())]
     Missing { path: PathBuf },
     #[error("{}: wrong magic 0x{found:08x}, expected 0x{expected:08x} (not a {what} image)", path.display())]
-    BadMagic { path: PathBuf, found: u32, expected: u32, what: &'static str },
+    BadMagic {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+        what: &'static str,
+    },
     #[error("{}: truncated at byte {offset}", path.display())]
     Truncated { path: PathBuf, offset: u64 },
     #[error("{}: entry at byte {offset} claims {size} bytes (corrupt image)", path.display())]
-    TooLarge { path: PathBuf, offset: u64, size: u32 },
+    TooLarge {
+        path: PathBuf,
+        offset: u64,
+        size: u32,
+    },
     #[error("{}: cannot decode entry at byte {offset}: {source}", path.display())]
     Decode {
         path: PathBuf,
@@ -49,17 +58,61 @@ pub struct Kind {
     pub common: bool,
 }
 
-pub const INVENTORY: Kind = Kind { name: "inventory", magic: magic::INVENTORY_MAGIC, common: false };
-pub const PSTREE: Kind = Kind { name: "pstree", magic: magic::PSTREE_MAGIC, common: true };
-pub const CORE: Kind = Kind { name: "core", magic: magic::CORE_MAGIC, common: true };
-pub const IDS: Kind = Kind { name: "ids", magic: magic::IDS_MAGIC, common: true };
-pub const MM: Kind = Kind { name: "mm", magic: magic::MM_MAGIC, common: true };
-pub const PAGEMAP: Kind = Kind { name: "pagemap", magic: magic::PAGEMAP_MAGIC, common: true };
-pub const FILES: Kind = Kind { name: "files", magic: magic::FILES_MAGIC, common: true };
-pub const FDINFO: Kind = Kind { name: "fdinfo", magic: magic::FDINFO_MAGIC, common: true };
-pub const FS: Kind = Kind { name: "fs", magic: magic::FS_MAGIC, common: true };
-pub const CREDS: Kind = Kind { name: "creds", magic: magic::CREDS_MAGIC, common: true };
-pub const CRYO_CPU: Kind = Kind { name: "cryo-cpu", magic: magic::CRYO_CPU, common: true };
+pub const INVENTORY: Kind = Kind {
+    name: "inventory",
+    magic: magic::INVENTORY_MAGIC,
+    common: false,
+};
+pub const PSTREE: Kind = Kind {
+    name: "pstree",
+    magic: magic::PSTREE_MAGIC,
+    common: true,
+};
+pub const CORE: Kind = Kind {
+    name: "core",
+    magic: magic::CORE_MAGIC,
+    common: true,
+};
+pub const IDS: Kind = Kind {
+    name: "ids",
+    magic: magic::IDS_MAGIC,
+    common: true,
+};
+pub const MM: Kind = Kind {
+    name: "mm",
+    magic: magic::MM_MAGIC,
+    common: true,
+};
+pub const PAGEMAP: Kind = Kind {
+    name: "pagemap",
+    magic: magic::PAGEMAP_MAGIC,
+    common: true,
+};
+pub const FILES: Kind = Kind {
+    name: "files",
+    magic: magic::FILES_MAGIC,
+    common: true,
+};
+pub const FDINFO: Kind = Kind {
+    name: "fdinfo",
+    magic: magic::FDINFO_MAGIC,
+    common: true,
+};
+pub const FS: Kind = Kind {
+    name: "fs",
+    magic: magic::FS_MAGIC,
+    common: true,
+};
+pub const CREDS: Kind = Kind {
+    name: "creds",
+    magic: magic::CREDS_MAGIC,
+    common: true,
+};
+pub const CRYO_CPU: Kind = Kind {
+    name: "cryo-cpu",
+    magic: magic::CRYO_CPU,
+    common: true,
+};
 
 /// An image directory.
 #[derive(Debug, Clone)]
@@ -75,7 +128,10 @@ impl ImageDir {
             .recursive(true)
             .mode(0o700)
             .create(path)
-            .map_err(|source| ImageError::Io { path: path.into(), source })?;
+            .map_err(|source| ImageError::Io {
+                path: path.into(),
+                source,
+            })?;
         Ok(ImageDir { path: path.into() })
     }
 
@@ -109,17 +165,31 @@ impl ImageDir {
             .truncate(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|source| ImageError::Io { path: path.clone(), source })?;
-        Ok(ImgWriter { out: BufWriter::with_capacity(64 << 10, f), path, buf: Vec::new() })
+            .map_err(|source| ImageError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(ImgWriter {
+            out: BufWriter::with_capacity(64 << 10, f),
+            path,
+            buf: Vec::new(),
+        })
     }
 
     pub fn reader(&self, name: &str, kind: Kind) -> Result<ImgReader, ImageError> {
         let path = self.file(name);
         let f = File::open(&path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => ImageError::Missing { path: path.clone() },
-            _ => ImageError::Io { path: path.clone(), source },
+            _ => ImageError::Io {
+                path: path.clone(),
+                source,
+            },
         })?;
-        let mut r = ImgReader { inp: BufReader::new(f), path, offset: 0 };
+        let mut r = ImgReader {
+            inp: BufReader::new(f),
+            path,
+            offset: 0,
+        };
         if kind.common {
             r.expect_magic(magic::IMG_COMMON_MAGIC, kind.name)?;
         }
@@ -130,7 +200,10 @@ impl ImageDir {
     /// Reads a whole image expected to hold exactly one entry.
     pub fn read_one<M: Message + Default>(&self, name: &str, kind: Kind) -> Result<M, ImageError> {
         let mut r = self.reader(name, kind)?;
-        r.next()?.ok_or_else(|| ImageError::Invalid { path: r.path.clone(), msg: "no entry".into() })
+        r.next_entry()?.ok_or_else(|| ImageError::Invalid {
+            path: r.path.clone(),
+            msg: "no entry".into(),
+        })
     }
 
     pub fn write_one<M: Message>(&self, name: &str, kind: Kind, m: &M) -> Result<(), ImageError> {
@@ -148,7 +221,10 @@ pub struct ImgWriter {
 
 impl ImgWriter {
     fn err(&self, source: std::io::Error) -> ImageError {
-        ImageError::Io { path: self.path.clone(), source }
+        ImageError::Io {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     pub fn put(&mut self, b: &[u8]) -> Result<(), ImageError> {
@@ -157,10 +233,17 @@ impl ImgWriter {
 
     pub fn entry<M: Message>(&mut self, m: &M) -> Result<(), ImageError> {
         self.buf.clear();
-        m.encode(&mut self.buf).map_err(|e| self.err(std::io::Error::other(e)))?;
+        m.encode(&mut self.buf)
+            .map_err(|e| self.err(std::io::Error::other(e)))?;
         let len = (self.buf.len() as u32).to_ne_bytes();
-        self.out.write_all(&len).map_err(|e| ImageError::Io { path: self.path.clone(), source: e })?;
-        self.out.write_all(&self.buf).map_err(|e| ImageError::Io { path: self.path.clone(), source: e })
+        self.out.write_all(&len).map_err(|e| ImageError::Io {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        self.out.write_all(&self.buf).map_err(|e| ImageError::Io {
+            path: self.path.clone(),
+            source: e,
+        })
     }
 
     /// Flushes and syncs: an image is complete only once it is on stable storage.
@@ -182,10 +265,20 @@ impl ImgReader {
         while got < buf.len() {
             match self.inp.read(&mut buf[got..]) {
                 Ok(0) if got == 0 => return Ok(false),
-                Ok(0) => return Err(ImageError::Truncated { path: self.path.clone(), offset: self.offset + got as u64 }),
+                Ok(0) => {
+                    return Err(ImageError::Truncated {
+                        path: self.path.clone(),
+                        offset: self.offset + got as u64,
+                    })
+                }
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(ImageError::Io { path: self.path.clone(), source }),
+                Err(source) => {
+                    return Err(ImageError::Io {
+                        path: self.path.clone(),
+                        source,
+                    })
+                }
             }
         }
         self.offset += got as u64;
@@ -195,17 +288,25 @@ impl ImgReader {
     fn expect_magic(&mut self, expected: u32, what: &'static str) -> Result<(), ImageError> {
         let mut b = [0u8; 4];
         if !self.fill(&mut b)? {
-            return Err(ImageError::Truncated { path: self.path.clone(), offset: self.offset });
+            return Err(ImageError::Truncated {
+                path: self.path.clone(),
+                offset: self.offset,
+            });
         }
         let found = u32::from_ne_bytes(b);
         if found != expected {
-            return Err(ImageError::BadMagic { path: self.path.clone(), found, expected, what });
+            return Err(ImageError::BadMagic {
+                path: self.path.clone(),
+                found,
+                expected,
+                what,
+            });
         }
         Ok(())
     }
 
     /// The next entry, or `None` at a clean end of file.
-    pub fn next<M: Message + Default>(&mut self) -> Result<Option<M>, ImageError> {
+    pub fn next_entry<M: Message + Default>(&mut self) -> Result<Option<M>, ImageError> {
         let start = self.offset;
         let mut b = [0u8; 4];
         if !self.fill(&mut b)? {
@@ -213,18 +314,31 @@ impl ImgReader {
         }
         let size = u32::from_ne_bytes(b);
         if size > MAX_ENTRY {
-            return Err(ImageError::TooLarge { path: self.path.clone(), offset: start, size });
+            return Err(ImageError::TooLarge {
+                path: self.path.clone(),
+                offset: start,
+                size,
+            });
         }
         let mut buf = vec![0u8; size as usize];
         if !self.fill(&mut buf)? && size > 0 {
-            return Err(ImageError::Truncated { path: self.path.clone(), offset: self.offset });
+            return Err(ImageError::Truncated {
+                path: self.path.clone(),
+                offset: self.offset,
+            });
         }
-        M::decode(buf.as_slice()).map(Some).map_err(|source| ImageError::Decode { path: self.path.clone(), offset: start, source })
+        M::decode(buf.as_slice())
+            .map(Some)
+            .map_err(|source| ImageError::Decode {
+                path: self.path.clone(),
+                offset: start,
+                source,
+            })
     }
 
     pub fn all<M: Message + Default>(&mut self) -> Result<Vec<M>, ImageError> {
         let mut v = Vec::new();
-        while let Some(m) = self.next()? {
+        while let Some(m) = self.next_entry()? {
             v.push(m);
         }
         Ok(v)

@@ -32,7 +32,13 @@ impl log::Log for TextLogger {
             return;
         }
         let t = self.start.elapsed();
-        let mut line = format!("({:3}.{:06}) {:5} {}", t.as_secs(), t.subsec_micros(), r.level(), r.args());
+        let mut line = format!(
+            "({:3}.{:06}) {:5} {}",
+            t.as_secs(),
+            t.subsec_micros(),
+            r.level(),
+            r.args()
+        );
         let _ = r.key_values().visit(&mut Kv(&mut line));
         line.push('\n');
         if let Ok(mut o) = self.out.lock() {
@@ -61,7 +67,11 @@ pub fn level_from_verbosity(v: u8) -> log::LevelFilter {
 /// Installs the text sink writing to `path` (created 0600). Only the first call wins.
 pub fn init_file(path: &std::path::Path, level: log::LevelFilter) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
     let logger = TextLogger {
         out: Mutex::new(Box::new(std::io::LineWriter::new(f))),
         level,

@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cryo", version, about = "Checkpoint/restore for Linux processes")]
+#[command(
+    name = "cryo",
+    version,
+    about = "Checkpoint/restore for Linux processes"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -96,9 +100,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Cmd::Dump { pid, dir, leave_running, shell_job, log } => {
+        Cmd::Dump {
+            pid,
+            dir,
+            leave_running,
+            shell_job,
+            log,
+        } => {
             let logp = init_log(&log, &dir, "dump.log");
-            let opts = dump::DumpOpts { pid, dir, leave_running, shell_job };
+            let opts = dump::DumpOpts {
+                pid,
+                dir,
+                leave_running,
+                shell_job,
+            };
             match dump::dump(&opts) {
                 Ok(st) => {
                     log::logger().flush();
@@ -111,9 +126,20 @@ fn main() -> ExitCode {
                 Err(e) => fail(e, logp.as_deref()),
             }
         }
-        Cmd::Restore { dir, detach, pidfile, shell_job, log } => {
+        Cmd::Restore {
+            dir,
+            detach,
+            pidfile,
+            shell_job,
+            log,
+        } => {
             let logp = init_log(&log, &dir, "restore.log");
-            let opts = restore::RestoreOpts { dir, detach, pidfile, shell_job };
+            let opts = restore::RestoreOpts {
+                dir,
+                detach,
+                pidfile,
+                shell_job,
+            };
             match restore::restore(&opts) {
                 Ok(restore::Outcome::Detached(pid)) => {
                     log::logger().flush();

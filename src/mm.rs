@@ -45,14 +45,23 @@ pub struct MappedFile {
 }
 
 /// Classifies one VMA; `Err` names why cryo cannot restore it.
-pub fn vma_entry(pid: i32, v: &Vma, stack_top: u64, brk: (u64, u64)) -> Result<(VmaEntry, Option<MappedFile>)> {
+pub fn vma_entry(
+    pid: i32,
+    v: &Vma,
+    stack_top: u64,
+    brk: (u64, u64),
+) -> Result<(VmaEntry, Option<MappedFile>)> {
     let unsupported = |why: &str| Error::Unsupported {
         pid,
         what: format!("mapping {:x}-{:x} {}", v.start, v.end, v.name),
         why: why.to_string(),
     };
     let mut status = VMA_AREA_REGULAR;
-    let mut flags = if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u32;
+    let mut flags = if v.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    } as u32;
     let mut file = None;
     match v.name.as_str() {
         "[vdso]" => status = VMA_AREA_VDSO,
@@ -68,8 +77,15 @@ pub fn vma_entry(pid: i32, v: &Vma, stack_top: u64, brk: (u64, u64)) -> Result<(
             return Err(unsupported("hugetlbfs mappings are not supported yet"));
         }
         if v.is_file() && !v.name.ends_with(" (deleted)") {
-            status |= if v.shared { VMA_FILE_SHARED } else { VMA_FILE_PRIVATE };
-            file = Some(MappedFile { path: v.name.clone(), writable: v.shared && v.has_flag("mw") });
+            status |= if v.shared {
+                VMA_FILE_SHARED
+            } else {
+                VMA_FILE_PRIVATE
+            };
+            file = Some(MappedFile {
+                path: v.name.clone(),
+                writable: v.shared && v.has_flag("mw"),
+            });
         } else if v.name == "/dev/zero (deleted)" || (v.shared && v.name.starts_with("/SYSV")) {
             if v.name.starts_with("/SYSV") {
                 return Err(unsupported("SysV shared memory is not supported yet"));
@@ -77,7 +93,9 @@ pub fn vma_entry(pid: i32, v: &Vma, stack_top: u64, brk: (u64, u64)) -> Result<(
             status |= VMA_ANON_SHARED;
             flags |= libc::MAP_ANONYMOUS as u32;
         } else if v.name.ends_with(" (deleted)") {
-            return Err(unsupported("the mapped file was deleted (not supported yet)"));
+            return Err(unsupported(
+                "the mapped file was deleted (not supported yet)",
+            ));
         } else if v.name.starts_with("/memfd:") {
             return Err(unsupported("memfd mappings are not supported yet"));
         } else if v.inode != 0 || v.name.starts_with('/') {
@@ -121,7 +139,10 @@ pub fn vma_entry(pid: i32, v: &Vma, stack_top: u64, brk: (u64, u64)) -> Result<(
 /// The `madvise` advices recorded for a VMA.
 pub fn madvices(e: &VmaEntry) -> impl Iterator<Item = i32> + '_ {
     let m = e.madv.unwrap_or(0);
-    MADV_FLAGS.iter().map(|(_, a)| *a).filter(move |a| m & (1u64 << a) != 0)
+    MADV_FLAGS
+        .iter()
+        .map(|(_, a)| *a)
+        .filter(move |a| m & (1u64 << a) != 0)
 }
 
 /// `struct prctl_mm_map` (include/uapi/linux/prctl.h) as bytes, with the auxv pointer
@@ -150,7 +171,10 @@ pub fn prctl_mm_map(mm: &MmEntry, auxv_addr: u64, exe_fd: i32) -> Vec<u8> {
 }
 
 pub fn auxv_bytes(mm: &MmEntry) -> Vec<u8> {
-    mm.mm_saved_auxv.iter().flat_map(|v| v.to_ne_bytes()).collect()
+    mm.mm_saved_auxv
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect()
 }
 
 #[cfg(test)]
@@ -172,7 +196,8 @@ mod tests {
 
     #[test]
     fn classifies() {
-        let (e, f) = vma_entry(1, &vma("/usr/lib/libc.so.6", false, 5, &["rd"]), 0, (0, 0)).unwrap();
+        let (e, f) =
+            vma_entry(1, &vma("/usr/lib/libc.so.6", false, 5, &["rd"]), 0, (0, 0)).unwrap();
         assert_eq!(e.status, VMA_AREA_REGULAR | VMA_FILE_PRIVATE);
         assert_eq!(f.unwrap().path, "/usr/lib/libc.so.6");
         let (e, _) = vma_entry(1, &vma("[stack]", false, 0, &["gd", "dd"]), 0, (0, 0)).unwrap();
@@ -188,7 +213,10 @@ mod tests {
 
     #[test]
     fn mm_map_layout() {
-        let mm = MmEntry { mm_saved_auxv: vec![1, 2, 3, 4], ..Default::default() };
+        let mm = MmEntry {
+            mm_saved_auxv: vec![1, 2, 3, 4],
+            ..Default::default()
+        };
         let b = prctl_mm_map(&mm, 0x1000, 7);
         assert_eq!(b.len(), 104);
         assert_eq!(&b[96..100], &32u32.to_ne_bytes());

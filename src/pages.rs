@@ -29,7 +29,12 @@ pub struct Stats {
 }
 
 /// The page runs of one VMA that must be saved.
-pub fn runs_to_dump(pid: Pid, pagemap: &std::fs::File, vma: &VmaEntry, stats: &mut Stats) -> Result<Vec<(u64, u64)>> {
+pub fn runs_to_dump(
+    pid: Pid,
+    pagemap: &std::fs::File,
+    vma: &VmaEntry,
+    stats: &mut Stats,
+) -> Result<Vec<(u64, u64)>> {
     if mm::is_special(vma.status) || vma.status & mm::VMA_FILE_SHARED != 0 {
         return Ok(Vec::new());
     }
@@ -41,8 +46,9 @@ pub fn runs_to_dump(pid: Pid, pagemap: &std::fs::File, vma: &VmaEntry, stats: &m
     let want = sysmem::PAGE_IS_PRESENT | sysmem::PAGE_IS_SWAPPED;
     let ret = want | sysmem::PAGE_IS_FILE | sysmem::PAGE_IS_PFNZERO;
     while start < vma.end {
-        let (n, walk_end) = sysmem::pagemap_scan(pagemap.as_fd(), start, vma.end, want, ret, &mut regions)
-            .map_err(Error::sys("ioctl(PAGEMAP_SCAN)", pid.as_raw()))?;
+        let (n, walk_end) =
+            sysmem::pagemap_scan(pagemap.as_fd(), start, vma.end, want, ret, &mut regions)
+                .map_err(Error::sys("ioctl(PAGEMAP_SCAN)", pid.as_raw()))?;
         for r in &regions[..n] {
             stats.pages_scanned += (r.end - r.start) / PAGE_SIZE;
             let c = r.categories;
@@ -174,10 +180,12 @@ impl PageDumper {
 /// Reads `pagemap-<pid>.img`: the pages image id and the entries.
 pub fn read_pagemap(dir: &ImageDir, pid: i32) -> Result<(u32, Vec<PagemapEntry>)> {
     let mut r = dir.reader(&format!("pagemap-{pid}.img"), PAGEMAP)?;
-    let head: PagemapHead = r.next()?.ok_or_else(|| crate::image::ImageError::Invalid {
-        path: r.path.clone(),
-        msg: "no pagemap head".into(),
-    })?;
+    let head: PagemapHead = r
+        .next_entry()?
+        .ok_or_else(|| crate::image::ImageError::Invalid {
+            path: r.path.clone(),
+            msg: "no pagemap head".into(),
+        })?;
     Ok((head.pages_id, r.all()?))
 }
 
@@ -192,11 +200,18 @@ pub fn restore_pages(inj: &Injector, entries: &[PagemapEntry], pages_fd: i32) ->
         let mut done = 0;
         while done < len {
             let n = (len - done).min(MAX_PREAD);
-            let got = inj.call("pread64", libc::SYS_pread64, &[pages_fd as u64, e.vaddr + done, n, off + done])?;
+            let got = inj.call(
+                "pread64",
+                libc::SYS_pread64,
+                &[pages_fd as u64, e.vaddr + done, n, off + done],
+            )?;
             if got != n {
                 return Err(Error::Restore {
                     pid: inj.pid.as_raw(),
-                    msg: format!("pages image short read at offset {} ({got} of {n} bytes): truncated image", off + done),
+                    msg: format!(
+                        "pages image short read at offset {} ({got} of {n} bytes): truncated image",
+                        off + done
+                    ),
                 });
             }
             done += n;

@@ -31,20 +31,24 @@ pub enum Stop {
 /// Waits for the next ptrace stop of `pid`; an exit is an error naming the status.
 pub fn wait_stop(pid: Pid) -> Result<Stop> {
     loop {
-        let st = waitpid(pid, Some(WaitPidFlag::__WALL)).map_err(Error::sys("waitpid", pid.as_raw()))?;
+        let st =
+            waitpid(pid, Some(WaitPidFlag::__WALL)).map_err(Error::sys("waitpid", pid.as_raw()))?;
         return match st {
             WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_STOP => Ok(Stop::Event),
-            WaitStatus::PtraceEvent(_, sig, ev) => {
-                Err(Error::Trace { pid: pid.as_raw(), what: format!("unexpected ptrace event {ev} (signal {sig})") })
-            }
+            WaitStatus::PtraceEvent(_, sig, ev) => Err(Error::Trace {
+                pid: pid.as_raw(),
+                what: format!("unexpected ptrace event {ev} (signal {sig})"),
+            }),
             WaitStatus::PtraceSyscall(_) => Ok(Stop::Syscall),
             WaitStatus::Stopped(_, sig) => Ok(Stop::Signal(sig as i32)),
-            WaitStatus::Exited(_, code) => {
-                Err(Error::Trace { pid: pid.as_raw(), what: format!("exited with status {code} while traced") })
-            }
-            WaitStatus::Signaled(_, sig, _) => {
-                Err(Error::Trace { pid: pid.as_raw(), what: format!("killed by {sig} while traced") })
-            }
+            WaitStatus::Exited(_, code) => Err(Error::Trace {
+                pid: pid.as_raw(),
+                what: format!("exited with status {code} while traced"),
+            }),
+            WaitStatus::Signaled(_, sig, _) => Err(Error::Trace {
+                pid: pid.as_raw(),
+                what: format!("killed by {sig} while traced"),
+            }),
             WaitStatus::Continued(_) | WaitStatus::StillAlive => continue,
         };
     }
@@ -113,7 +117,9 @@ impl Injector {
                 other => {
                     return Err(Error::Trace {
                         pid,
-                        what: format!("injected {name}: expected syscall {phase} stop, got {other:?}"),
+                        what: format!(
+                            "injected {name}: expected syscall {phase} stop, got {other:?}"
+                        ),
                     })
                 }
             }
@@ -122,21 +128,31 @@ impl Injector {
         let ret = out.rax as i64;
         log::trace!(pid = pid, name = name, ret = ret; "injected syscall");
         if (-4095..0).contains(&ret) {
-            return Err(Error::Remote { pid, name, errno: Errno::from_raw(-ret as i32) });
+            return Err(Error::Remote {
+                pid,
+                name,
+                errno: Errno::from_raw(-ret as i32),
+            });
         }
         Ok(out.rax)
     }
 
     /// The scratch area, or an error if none was set up.
     pub fn scratch(&self) -> Result<(u64, u64)> {
-        self.scratch.ok_or_else(|| Error::Trace { pid: self.pid.as_raw(), what: "no scratch memory".into() })
+        self.scratch.ok_or_else(|| Error::Trace {
+            pid: self.pid.as_raw(),
+            what: "no scratch memory".into(),
+        })
     }
 
     /// Copies `bytes` into the scratch area at `off`; returns the remote address.
     pub fn put(&self, off: u64, bytes: &[u8]) -> Result<u64> {
         let (addr, len) = self.scratch()?;
         if off + bytes.len() as u64 > len {
-            return Err(Error::Trace { pid: self.pid.as_raw(), what: "scratch overflow".into() });
+            return Err(Error::Trace {
+                pid: self.pid.as_raw(),
+                what: "scratch overflow".into(),
+            });
         }
         write_mem(self.pid, addr + off, bytes)?;
         Ok(addr + off)
@@ -171,7 +187,10 @@ pub fn write_mem(pid: Pid, addr: u64, buf: &[u8]) -> Result<()> {
         _ => {
             use std::os::unix::fs::FileExt;
             let path = format!("/proc/{pid}/mem");
-            let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(Error::io("open", &path))?;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(Error::io("open", &path))?;
             f.write_all_at(buf, addr).map_err(Error::io("write", &path))
         }
     }
@@ -181,5 +200,8 @@ pub fn write_mem(pid: Pid, addr: u64, buf: &[u8]) -> Result<()> {
 pub fn find_syscall_insn(pid: Pid, start: u64, end: u64) -> Result<Option<u64>> {
     let mut buf = vec![0u8; (end - start) as usize];
     read_mem(pid, start, &mut buf)?;
-    Ok(buf.windows(2).position(|w| w == [0x0f, 0x05]).map(|i| start + i as u64))
+    Ok(buf
+        .windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .map(|i| start + i as u64))
 }

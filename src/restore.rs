@@ -26,8 +26,8 @@ use crate::ptrace::{self as tr, Injector, Stop};
 use crate::signals;
 use crate::sys::{process as sysproc, ptrace as raw};
 use cryo_proto::criu::{
-    core_entry::March, CoreEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PagemapEntry,
-    PstreeEntry, TaskKobjIdsEntry,
+    core_entry::March, CoreEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry,
+    PagemapEntry, PstreeEntry, TaskKobjIdsEntry,
 };
 use cryo_proto::cryo::{CpuStateEntry, CryoHeadEntry, TaskExtraEntry};
 use nix::unistd::Pid;
@@ -70,7 +70,11 @@ struct Images {
 }
 
 fn invalid(dir: &ImageDir, name: &str, msg: impl Into<String>) -> Error {
-    ImageError::Invalid { path: dir.file(name), msg: msg.into() }.into()
+    ImageError::Invalid {
+        path: dir.file(name),
+        msg: msg.into(),
+    }
+    .into()
 }
 
 fn load(dir: &ImageDir) -> Result<Images> {
@@ -79,7 +83,11 @@ fn load(dir: &ImageDir) -> Result<Images> {
         return Err(invalid(
             dir,
             "inventory.img",
-            format!("image version {} (this cryo reads version {})", inv.img_version, image::IMG_VERSION),
+            format!(
+                "image version {} (this cryo reads version {})",
+                inv.img_version,
+                image::IMG_VERSION
+            ),
         ));
     }
     let tree: Vec<PstreeEntry> = dir.reader("pstree.img", image::PSTREE)?.all()?;
@@ -87,17 +95,30 @@ fn load(dir: &ImageDir) -> Result<Images> {
         [one] => one.clone(),
         [] => return Err(invalid(dir, "pstree.img", "no process")),
         many => {
-            return Err(invalid(dir, "pstree.img", format!("{} processes: process trees are not supported yet", many.len())))
+            return Err(invalid(
+                dir,
+                "pstree.img",
+                format!(
+                    "{} processes: process trees are not supported yet",
+                    many.len()
+                ),
+            ))
         }
     };
     let pid = pstree.pid;
     let core: CoreEntry = dir.read_one(&format!("core-{pid}.img"), image::CORE)?;
     if core.mtype != March::X8664 as i32 {
-        return Err(invalid(dir, &format!("core-{pid}.img"), format!("architecture {} is not x86_64", core.mtype)));
+        return Err(invalid(
+            dir,
+            &format!("core-{pid}.img"),
+            format!("architecture {} is not x86_64", core.mtype),
+        ));
     }
     let ids: TaskKobjIdsEntry = dir.read_one(&format!("ids-{pid}.img"), image::IDS)?;
     let mut cr = dir.reader(&format!("cryo-cpu-{pid}.img"), image::CRYO_CPU)?;
-    let head: CryoHeadEntry = cr.next()?.ok_or_else(|| invalid(dir, "cryo-cpu", "empty"))?;
+    let head: CryoHeadEntry = cr
+        .next_entry()?
+        .ok_or_else(|| invalid(dir, "cryo-cpu", "empty"))?;
     if head.format_version > CRYO_FORMAT_VERSION {
         return Err(invalid(
             dir,
@@ -110,14 +131,18 @@ fn load(dir: &ImageDir) -> Result<Images> {
             ),
         ));
     }
-    let cpu: CpuStateEntry = cr.next()?.ok_or_else(|| invalid(dir, "cryo-cpu", "no cpu state"))?;
-    let extra: TaskExtraEntry = cr.next()?.unwrap_or_default();
+    let cpu: CpuStateEntry = cr
+        .next_entry()?
+        .ok_or_else(|| invalid(dir, "cryo-cpu", "no cpu state"))?;
+    let extra: TaskExtraEntry = cr.next_entry()?.unwrap_or_default();
     let (pages_id, pagemap) = pages::read_pagemap(dir, pid as i32)?;
     Ok(Images {
         core,
         mm: dir.read_one(&format!("mm-{pid}.img"), image::MM)?,
         fs: dir.read_one(&format!("fs-{pid}.img"), image::FS)?,
-        fdinfo: dir.reader(&format!("fdinfo-{}.img", ids.files_id), image::FDINFO)?.all()?,
+        fdinfo: dir
+            .reader(&format!("fdinfo-{}.img", ids.files_id), image::FDINFO)?
+            .all()?,
         files: dir.reader("files.img", image::FILES)?.all()?,
         cpu,
         extra,
@@ -129,8 +154,13 @@ fn load(dir: &ImageDir) -> Result<Images> {
 
 /// Describes who holds `pid`, for the "PID taken" error.
 fn holder(pid: i32) -> String {
-    let comm = proc::read(pid, "comm").map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into());
-    let state = proc::read(pid, "stat").ok().and_then(|s| proc::parse_stat(&s).ok()).map(|s| s.state);
+    let comm = proc::read(pid, "comm")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let state = proc::read(pid, "stat")
+        .ok()
+        .and_then(|s| proc::parse_stat(&s).ok())
+        .map(|s| s.state);
     match state {
         Some('Z') => format!("zombie process '{comm}' (its parent has not reaped it)"),
         _ => format!("process '{comm}'"),
@@ -193,7 +223,10 @@ fn find_gap(len: u64, avoid: &[(u64, u64)]) -> u64 {
 }
 
 fn own_ranges(pid: i32) -> Result<Vec<(u64, u64)>> {
-    Ok(proc::parse_smaps(&proc::read(pid, "maps")?)?.iter().map(|v| (v.start, v.end)).collect())
+    Ok(proc::parse_smaps(&proc::read(pid, "maps")?)?
+        .iter()
+        .map(|v| (v.start, v.end))
+        .collect())
 }
 
 pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
@@ -206,14 +239,20 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         )));
     }
     if proc::exists(pid) {
-        return Err(Error::PidTaken { pid, holder: holder(pid) });
+        return Err(Error::PidTaken {
+            pid,
+            holder: holder(pid),
+        });
     }
     fault_point("restore-before-fork")?;
 
     // Open everything in this process first: bad input fails before any fork.
     let by_id: HashMap<u32, &FileEntry> = img.files.iter().map(|f| (f.id, f)).collect();
     let file = |id: u32| -> Result<&FileEntry> {
-        by_id.get(&id).copied().ok_or_else(|| invalid(&dir, "files.img", format!("no file with id {id}")))
+        by_id
+            .get(&id)
+            .copied()
+            .ok_or_else(|| invalid(&dir, "files.img", format!("no file with id {id}")))
     };
     let mut keep: Vec<OwnedFd> = Vec::new();
     let mut service: Vec<RawFd> = Vec::new();
@@ -222,33 +261,54 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         keep.push(fd);
         service.len() - 1
     };
-    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2", 0))?;
-    let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2", 0))?;
+    let (go_r, go_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2", 0))?;
+    let (rep_r, rep_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2", 0))?;
     let report_raw = rep_w.as_raw_fd();
     let report_idx = add_service(rep_w, &mut keep);
     let pages_path = dir.file(&format!("pages-{}.img", img.pages_id));
     let pages_fd: OwnedFd = std::fs::File::open(&pages_path)
-        .map_err(|_| ImageError::Missing { path: pages_path.clone() })?
+        .map_err(|_| ImageError::Missing {
+            path: pages_path.clone(),
+        })?
         .into();
     let pages_idx = add_service(pages_fd, &mut keep);
     let mut map_idx: HashMap<u32, usize> = HashMap::new();
     for v in &img.mm.vmas {
-        if v.status & (mm::VMA_FILE_PRIVATE | mm::VMA_FILE_SHARED) != 0 && !map_idx.contains_key(&(v.shmid as u32)) {
+        if v.status & (mm::VMA_FILE_PRIVATE | mm::VMA_FILE_SHARED) != 0
+            && !map_idx.contains_key(&(v.shmid as u32))
+        {
             let f = file(v.shmid as u32)?;
-            let r = f.reg.as_ref().ok_or_else(|| invalid(&dir, "files.img", "mapped file without path"))?;
+            let r = f
+                .reg
+                .as_ref()
+                .ok_or_else(|| invalid(&dir, "files.img", "mapped file without path"))?;
             let w = r.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32;
             let idx = add_service(files::open_for_map(&r.name, w)?, &mut keep);
             map_idx.insert(v.shmid as u32, idx);
         }
     }
-    let exe_name = &file(img.mm.exe_file_id)?.reg.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+    let exe_name = &file(img.mm.exe_file_id)?
+        .reg
+        .as_ref()
+        .map(|r| r.name.clone())
+        .unwrap_or_default();
     let exe_idx = add_service(files::open_for_map(exe_name, false)?, &mut keep);
     let dir_name = |id: u32| -> Result<String> {
-        file(id)?.reg.as_ref().map(|r| r.name.clone()).ok_or_else(|| invalid(&dir, "files.img", "directory without path"))
+        file(id)?
+            .reg
+            .as_ref()
+            .map(|r| r.name.clone())
+            .ok_or_else(|| invalid(&dir, "files.img", "directory without path"))
     };
     let cwd_idx = add_service(files::open_dir(&dir_name(img.fs.cwd_id)?)?, &mut keep);
     let root_path = dir_name(img.fs.root_id)?;
-    let root_idx = if root_path != "/" { Some(add_service(files::open_dir(&root_path)?, &mut keep)) } else { None };
+    let root_idx = if root_path != "/" {
+        Some(add_service(files::open_dir(&root_path)?, &mut keep))
+    } else {
+        None
+    };
     let mut moves = Vec::new();
     let mut opened: HashMap<u32, RawFd> = HashMap::new();
     for fi in &img.fdinfo {
@@ -290,7 +350,13 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         rlimits: tc
             .rlimits
             .as_ref()
-            .map(|r| r.rlimits.iter().enumerate().map(|(i, l)| (i as u32, l.cur, l.max)).collect())
+            .map(|r| {
+                r.rlimits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (i as u32, l.cur, l.max))
+                    .collect()
+            })
             .unwrap_or_default(),
         comm: std::ffi::CString::new(tc.comm.clone()).unwrap_or_default(),
         scratch,
@@ -304,26 +370,55 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     let child = match unsafe { sysproc::clone3_with_pid(pid, 0) } {
         Ok(None) => child_main(&plan),
         Ok(Some(p)) => p,
-        Err(nix::errno::Errno::EEXIST) => return Err(Error::PidTaken { pid, holder: holder(pid) }),
-        Err(e) => return Err(Error::Sys { call: "clone3(set_tid)", pid, source: e }),
+        Err(nix::errno::Errno::EEXIST) => {
+            return Err(Error::PidTaken {
+                pid,
+                holder: holder(pid),
+            })
+        }
+        Err(e) => {
+            return Err(Error::Sys {
+                call: "clone3(set_tid)",
+                pid,
+                source: e,
+            })
+        }
     };
     drop(go_r);
-    let mut guard = ChildGuard { pid: child, armed: true };
-    raw::seize(child, (libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL) as usize)
-        .map_err(Error::sys("PTRACE_SEIZE", pid))?;
+    let mut guard = ChildGuard {
+        pid: child,
+        armed: true,
+    };
+    raw::seize(
+        child,
+        (libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL) as usize,
+    )
+    .map_err(Error::sys("PTRACE_SEIZE", pid))?;
     let mut go_w = std::fs::File::from(go_w);
-    go_w.write_all(b"g").map_err(Error::io("write", "restore sync pipe"))?;
+    go_w.write_all(b"g")
+        .map_err(Error::io("write", "restore sync pipe"))?;
     // Our copies of the fds are the child's business now.
     drop(keep);
     let mut msg = String::new();
-    std::fs::File::from(rep_r).read_to_string(&mut msg).map_err(Error::io("read", "restore report pipe"))?;
+    std::fs::File::from(rep_r)
+        .read_to_string(&mut msg)
+        .map_err(Error::io("read", "restore report pipe"))?;
     if msg != "ok" {
-        let msg = if msg.is_empty() { "the new process died while preparing".to_string() } else { msg };
+        let msg = if msg.is_empty() {
+            "the new process died while preparing".to_string()
+        } else {
+            msg
+        };
         return Err(Error::Restore { pid, msg });
     }
     match tr::wait_stop(child)? {
         Stop::Signal(libc::SIGSTOP) => {}
-        other => return Err(Error::Restore { pid, msg: format!("unexpected first stop {other:?}") }),
+        other => {
+            return Err(Error::Restore {
+                pid,
+                msg: format!("unexpected first stop {other:?}"),
+            })
+        }
     }
     rebuild(&img, &plan, child, pages_idx, &map_idx, exe_idx)?;
     guard.armed = false;
@@ -358,7 +453,12 @@ fn child_main(p: &ChildPlan) -> ! {
     }
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     // Sources to base.., then drop everything else, then targets into place.
-    let sources: Vec<RawFd> = p.service.iter().copied().chain(p.moves.iter().map(|m| m.0)).collect();
+    let sources: Vec<RawFd> = p
+        .service
+        .iter()
+        .copied()
+        .chain(p.moves.iter().map(|m| m.0))
+        .collect();
     for (i, &src) in sources.iter().enumerate() {
         if let Err(e) = dup2_raw(src, p.base + i as i32) {
             fail(report, "dup2", e);
@@ -383,7 +483,9 @@ fn child_main(p: &ChildPlan) -> ! {
         let _ = sysproc::close_range((p.base + ns) as u32, (end - 1) as u32);
     }
     if let Some(r) = p.root {
-        if let Err(e) = sysproc::fchdir_raw(p.base + r as i32).and_then(|_| nix::unistd::chroot(".")) {
+        if let Err(e) =
+            sysproc::fchdir_raw(p.base + r as i32).and_then(|_| nix::unistd::chroot("."))
+        {
             fail(report, "chroot", e);
         }
     }
@@ -446,39 +548,74 @@ fn rebuild(
     raw::set_sigmask(child, !0).map_err(Error::sys("PTRACE_SETSIGMASK", pid))?;
     let base_regs = raw::get_regs(child).map_err(Error::sys("PTRACE_GETREGS", pid))?;
     let mine = proc::parse_smaps(&proc::read(pid, "maps")?)?;
-    let vdso = mine.iter().find(|v| v.name == "[vdso]").ok_or_else(|| Error::Restore {
+    let vdso = mine
+        .iter()
+        .find(|v| v.name == "[vdso]")
+        .ok_or_else(|| Error::Restore {
+            pid,
+            msg: "the new process has no vDSO".into(),
+        })?;
+    let ip = tr::find_syscall_insn(child, vdso.start, vdso.end)?.ok_or_else(|| Error::Restore {
         pid,
-        msg: "the new process has no vDSO".into(),
+        msg: "no syscall instruction in the vDSO".into(),
     })?;
-    let ip = tr::find_syscall_insn(child, vdso.start, vdso.end)?
-        .ok_or_else(|| Error::Restore { pid, msg: "no syscall instruction in the vDSO".into() })?;
-    let mut inj = Injector { pid: child, syscall_ip: ip, base: base_regs, scratch: Some((plan.scratch, SCRATCH_LEN)) };
+    let mut inj = Injector {
+        pid: child,
+        syscall_ip: ip,
+        base: base_regs,
+        scratch: Some((plan.scratch, SCRATCH_LEN)),
+    };
 
     // glibc registered rseq in the child at cryo's TLS; it is about to be unmapped.
-    let rseq = raw::get_rseq_config(child).map_err(Error::sys("PTRACE_GET_RSEQ_CONFIGURATION", pid))?;
+    let rseq =
+        raw::get_rseq_config(child).map_err(Error::sys("PTRACE_GET_RSEQ_CONFIGURATION", pid))?;
     if rseq.rseq_abi_pointer != 0 {
-        inj.call("rseq(unregister)", libc::SYS_rseq, &[rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, 1, rseq.signature as u64])?;
+        inj.call(
+            "rseq(unregister)",
+            libc::SYS_rseq,
+            &[
+                rseq.rseq_abi_pointer,
+                rseq.rseq_abi_size as u64,
+                1,
+                rseq.signature as u64,
+            ],
+        )?;
     }
     // Drop cryo's own mappings; keep the kernel's specials and the scratch page.
-    let specials: Vec<&proc::Vma> =
-        mine.iter().filter(|v| matches!(v.name.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]")).collect();
+    let specials: Vec<&proc::Vma> = mine
+        .iter()
+        .filter(|v| matches!(v.name.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]"))
+        .collect();
     for v in &mine {
-        if v.name == "[vsyscall]" || specials.iter().any(|s| s.start == v.start) || v.start == plan.scratch {
+        if v.name == "[vsyscall]"
+            || specials.iter().any(|s| s.start == v.start)
+            || v.start == plan.scratch
+        {
             continue;
         }
         inj.call("munmap", libc::SYS_munmap, &[v.start, v.len()])?;
     }
     // Put vvar/vdso where the process had them.
-    let want: Vec<_> = img.mm.vmas.iter().filter(|v| v.status & (mm::VMA_AREA_VDSO | mm::VMA_AREA_VVAR) != 0).collect();
+    let want: Vec<_> = img
+        .mm
+        .vmas
+        .iter()
+        .filter(|v| v.status & (mm::VMA_AREA_VDSO | mm::VMA_AREA_VVAR) != 0)
+        .collect();
     let sizes_match = want.len() == specials.len()
-        && want.iter().zip(&specials).all(|(w, s)| w.end - w.start == s.len());
+        && want
+            .iter()
+            .zip(&specials)
+            .all(|(w, s)| w.end - w.start == s.len());
     if !sizes_match {
         return Err(Error::Restore {
             pid,
             msg: "the vDSO layout differs from the dumping kernel's (restore on another kernel is not supported yet)".into(),
         });
     }
-    let overlap = want.iter().any(|w| specials.iter().any(|s| w.start < s.end && s.start < w.end));
+    let overlap = want
+        .iter()
+        .any(|w| specials.iter().any(|s| w.start < s.end && s.start < w.end));
     let mut cur: Vec<u64> = specials.iter().map(|s| s.start).collect();
     if overlap {
         let total: u64 = specials.iter().map(|s| s.len()).sum();
@@ -507,23 +644,38 @@ fn rebuild(
 
     // Map every VMA, writable while its pages are filled.
     let has_pages = |v: &cryo_proto::criu::VmaEntry| {
-        img.pagemap.iter().any(|p| p.vaddr < v.end && p.vaddr + p.nr_pages.unwrap_or(0) * PAGE_SIZE > v.start)
+        img.pagemap
+            .iter()
+            .any(|p| p.vaddr < v.end && p.vaddr + p.nr_pages.unwrap_or(0) * PAGE_SIZE > v.start)
     };
     let mut reprotect = Vec::new();
     for v in img.mm.vmas.iter().filter(|v| !mm::is_special(v.status)) {
         let fill = has_pages(v);
         let prot = v.prot as u64 | if fill { libc::PROT_WRITE as u64 } else { 0 };
         let (fd, off) = match map_idx.get(&(v.shmid as u32)) {
-            Some(&i) if v.status & (mm::VMA_FILE_PRIVATE | mm::VMA_FILE_SHARED) != 0 => (svc(i), v.pgoff),
+            Some(&i) if v.status & (mm::VMA_FILE_PRIVATE | mm::VMA_FILE_SHARED) != 0 => {
+                (svc(i), v.pgoff)
+            }
             _ => (u64::MAX, 0),
         };
         let flags = v.flags as u64 | libc::MAP_FIXED as u64;
-        let got = inj.call("mmap", libc::SYS_mmap, &[v.start, v.end - v.start, prot, flags, fd, off])?;
+        let got = inj.call(
+            "mmap",
+            libc::SYS_mmap,
+            &[v.start, v.end - v.start, prot, flags, fd, off],
+        )?;
         if got != v.start {
-            return Err(Error::Restore { pid, msg: format!("mmap of {:x} landed at {got:x}", v.start) });
+            return Err(Error::Restore {
+                pid,
+                msg: format!("mmap of {:x} landed at {got:x}", v.start),
+            });
         }
         for adv in mm::madvices(v) {
-            inj.call("madvise", libc::SYS_madvise, &[v.start, v.end - v.start, adv as u64])?;
+            inj.call(
+                "madvise",
+                libc::SYS_madvise,
+                &[v.start, v.end - v.start, adv as u64],
+            )?;
         }
         if prot != v.prot as u64 {
             reprotect.push(v);
@@ -531,7 +683,11 @@ fn rebuild(
     }
     pages::restore_pages(&inj, &img.pagemap, svc(pages_idx) as i32)?;
     for v in reprotect {
-        inj.call("mprotect", libc::SYS_mprotect, &[v.start, v.end - v.start, v.prot as u64])?;
+        inj.call(
+            "mprotect",
+            libc::SYS_mprotect,
+            &[v.start, v.end - v.start, v.prot as u64],
+        )?;
     }
     fault_point("restore-after-pages")?;
 
@@ -540,7 +696,11 @@ fn rebuild(
     let auxv_addr = inj.put(1024, &auxv)?;
     let map = mm::prctl_mm_map(&img.mm, auxv_addr, svc(exe_idx) as i32);
     let map_addr = inj.put(0, &map)?;
-    inj.call("prctl(PR_SET_MM_MAP)", libc::SYS_prctl, &[libc::PR_SET_MM as u64, 14, map_addr, map.len() as u64, 0])?;
+    inj.call(
+        "prctl(PR_SET_MM_MAP)",
+        libc::SYS_prctl,
+        &[libc::PR_SET_MM as u64, 14, map_addr, map.len() as u64, 0],
+    )?;
 
     // Signals, per-thread kernel state.
     let tc = img.core.tc.clone().unwrap_or_default();
@@ -551,19 +711,46 @@ fn rebuild(
         signals::restore_altstack(&inj, sas)?;
     }
     if th.futex_rla != 0 {
-        inj.call("set_robust_list", libc::SYS_set_robust_list, &[th.futex_rla, th.futex_rla_len as u64])?;
+        inj.call(
+            "set_robust_list",
+            libc::SYS_set_robust_list,
+            &[th.futex_rla, th.futex_rla_len as u64],
+        )?;
     }
-    inj.call("set_tid_address", libc::SYS_set_tid_address, &[ti.clear_tid_addr])?;
+    inj.call(
+        "set_tid_address",
+        libc::SYS_set_tid_address,
+        &[ti.clear_tid_addr],
+    )?;
     if tc.child_subreaper == Some(true) {
-        inj.call("prctl", libc::SYS_prctl, &[libc::PR_SET_CHILD_SUBREAPER as u64, 1])?;
+        inj.call(
+            "prctl",
+            libc::SYS_prctl,
+            &[libc::PR_SET_CHILD_SUBREAPER as u64, 1],
+        )?;
     }
-    inj.call("prctl", libc::SYS_prctl, &[libc::PR_SET_PDEATHSIG as u64, th.pdeath_sig.unwrap_or(0) as u64])?;
-    let own_groups = nix::unistd::getgroups().unwrap_or_default().iter().map(|g| g.as_raw()).collect::<Vec<_>>();
+    inj.call(
+        "prctl",
+        libc::SYS_prctl,
+        &[
+            libc::PR_SET_PDEATHSIG as u64,
+            th.pdeath_sig.unwrap_or(0) as u64,
+        ],
+    )?;
+    let own_groups = nix::unistd::getgroups()
+        .unwrap_or_default()
+        .iter()
+        .map(|g| g.as_raw())
+        .collect::<Vec<_>>();
     if let Some(c) = &th.creds {
         creds::restore(&inj, c, &img.extra, &own_groups)?;
     }
     if let Some(d) = img.mm.dumpable {
-        inj.call("prctl", libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, d as u64])?;
+        inj.call(
+            "prctl",
+            libc::SYS_prctl,
+            &[libc::PR_SET_DUMPABLE as u64, d as u64],
+        )?;
     }
     if let Some(q) = &tc.signals_s {
         signals::restore_pending(&inj, q, true)?;
@@ -573,19 +760,38 @@ fn rebuild(
     }
     // Service fds and the scratch page go; rseq is registered last so the kernel checks
     // the critical section against the final instruction pointer.
-    inj.call("close_range", libc::SYS_close_range, &[plan.base as u64, u32::MAX as u64, 0])?;
+    inj.call(
+        "close_range",
+        libc::SYS_close_range,
+        &[plan.base as u64, u32::MAX as u64, 0],
+    )?;
     inj.call("munmap", libc::SYS_munmap, &[plan.scratch, SCRATCH_LEN])?;
     inj.scratch = None;
     if let Some(r) = &th.rseq_entry {
-        inj.call("rseq", libc::SYS_rseq, &[r.rseq_abi_pointer, r.rseq_abi_size as u64, 0, r.signature as u64])?;
+        inj.call(
+            "rseq",
+            libc::SYS_rseq,
+            &[
+                r.rseq_abi_pointer,
+                r.rseq_abi_size as u64,
+                0,
+                r.signature as u64,
+            ],
+        )?;
     }
     fault_point("restore-before-regs")?;
     if img.core.thread_info.is_none() {
-        return Err(Error::Restore { pid, msg: "core image has no registers".into() });
+        return Err(Error::Restore {
+            pid,
+            msg: "core image has no registers".into(),
+        });
     }
-    raw::set_regs(child, &cpu::entry_to_regs(&ti.gpregs)).map_err(Error::sys("PTRACE_SETREGS", pid))?;
-    raw::set_xstate(child, &img.cpu.xsave).map_err(Error::sys("PTRACE_SETREGSET(NT_X86_XSTATE)", pid))?;
-    raw::set_sigmask(child, th.blk_sigset.unwrap_or(tc.blk_sigset)).map_err(Error::sys("PTRACE_SETSIGMASK", pid))?;
+    raw::set_regs(child, &cpu::entry_to_regs(&ti.gpregs))
+        .map_err(Error::sys("PTRACE_SETREGS", pid))?;
+    raw::set_xstate(child, &img.cpu.xsave)
+        .map_err(Error::sys("PTRACE_SETREGSET(NT_X86_XSTATE)", pid))?;
+    raw::set_sigmask(child, th.blk_sigset.unwrap_or(tc.blk_sigset))
+        .map_err(Error::sys("PTRACE_SETSIGMASK", pid))?;
     raw::detach(child, 0).map_err(Error::sys("PTRACE_DETACH", pid))?;
     Ok(())
 }

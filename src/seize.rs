@@ -28,9 +28,15 @@ impl Seized {
             Errno::ESRCH => Error::NoProcess { pid: p },
             Errno::EPERM => Error::Trace {
                 pid: p,
-                what: "permission denied to trace it (already traced, or cryo lacks CAP_SYS_PTRACE)".into(),
+                what:
+                    "permission denied to trace it (already traced, or cryo lacks CAP_SYS_PTRACE)"
+                        .into(),
             },
-            e => Error::Sys { call: "PTRACE_SEIZE", pid: p, source: e },
+            e => Error::Sys {
+                call: "PTRACE_SEIZE",
+                pid: p,
+                source: e,
+            },
         })?;
         let stop = || -> Result<(Regs, u64)> {
             raw::interrupt(pid).map_err(Error::sys("PTRACE_INTERRUPT", p))?;
@@ -39,7 +45,9 @@ impl Seized {
                     Stop::Event => break,
                     // A signal was being delivered as we stopped it: let it through; the
                     // interrupt is still pending and stops the task right after.
-                    Stop::Signal(sig) => raw::cont(pid, sig).map_err(Error::sys("PTRACE_CONT", p))?,
+                    Stop::Signal(sig) => {
+                        raw::cont(pid, sig).map_err(Error::sys("PTRACE_CONT", p))?
+                    }
                     Stop::Syscall => raw::cont(pid, 0).map_err(Error::sys("PTRACE_CONT", p))?,
                 }
             }
@@ -53,7 +61,15 @@ impl Seized {
             let _ = raw::detach(pid, 0);
         })?;
         let (image_regs, live_regs) = tr::restart_adjusted(&regs);
-        let s = Seized { pid, image_regs, live_regs, sigmask, scratch: None, syscall_ip: None, released: false };
+        let s = Seized {
+            pid,
+            image_regs,
+            live_regs,
+            sigmask,
+            scratch: None,
+            syscall_ip: None,
+            released: false,
+        };
         log::info!(pid = p, ip = s.image_regs.rip, orig_ax = s.image_regs.orig_rax as i64; "seized");
         Ok(s)
     }
@@ -78,7 +94,12 @@ impl Seized {
                 ip
             }
         };
-        let mut inj = Injector { pid: self.pid, syscall_ip: ip, base: self.live_regs, scratch: None };
+        let mut inj = Injector {
+            pid: self.pid,
+            syscall_ip: ip,
+            base: self.live_regs,
+            scratch: None,
+        };
         if self.scratch.is_none() {
             let len = 4096u64;
             let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
@@ -94,7 +115,12 @@ impl Seized {
     fn tidy(&mut self) -> Result<()> {
         let p = self.pid.as_raw();
         if let (Some((addr, len)), Some(ip)) = (self.scratch, self.syscall_ip) {
-            let inj = Injector { pid: self.pid, syscall_ip: ip, base: self.live_regs, scratch: None };
+            let inj = Injector {
+                pid: self.pid,
+                syscall_ip: ip,
+                base: self.live_regs,
+                scratch: None,
+            };
             inj.call("munmap", libc::SYS_munmap, &[addr, len])?;
             self.scratch = None;
         }
@@ -116,7 +142,8 @@ impl Seized {
     pub fn kill(mut self) -> Result<()> {
         self.released = true;
         let p = self.pid.as_raw();
-        nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL).map_err(Error::sys("kill", p))?;
+        nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL)
+            .map_err(Error::sys("kill", p))?;
         // Consume the tracer's exit notification so the real parent can reap it.
         let _ = nix::sys::wait::waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::__WALL));
         log::info!(pid = p; "killed after dump");

@@ -20,7 +20,9 @@ fn is_unblockable(sig: i32) -> bool {
 }
 
 fn u64s(b: &[u8]) -> Vec<u64> {
-    b.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).collect()
+    b.chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
+        .collect()
 }
 
 /// Reads all handlers (index = signal - 1; SIGKILL/SIGSTOP get default entries).
@@ -32,9 +34,19 @@ pub fn dump_sigactions(inj: &Injector) -> Result<Vec<SaEntry>> {
             out.push(SaEntry::default());
             continue;
         }
-        inj.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig as u64, 0, scratch, 8])?;
+        inj.call(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            &[sig as u64, 0, scratch, 8],
+        )?;
         let w = u64s(&inj.get(0, 32)?);
-        out.push(SaEntry { sigaction: w[0], flags: w[1], restorer: w[2], mask: w[3], ..Default::default() });
+        out.push(SaEntry {
+            sigaction: w[0],
+            flags: w[1],
+            restorer: w[2],
+            mask: w[3],
+            ..Default::default()
+        });
     }
     Ok(out)
 }
@@ -50,7 +62,11 @@ pub fn restore_sigactions(inj: &Injector, sas: &[SaEntry]) -> Result<()> {
             b.extend_from_slice(&v.to_ne_bytes());
         }
         let addr = inj.put(0, &b)?;
-        inj.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig as u64, addr, 0, 8])?;
+        inj.call(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            &[sig as u64, addr, 0, 8],
+        )?;
     }
     let _ = SA_RESTORER;
     Ok(())
@@ -60,7 +76,11 @@ pub fn dump_altstack(inj: &Injector) -> Result<ThreadSasEntry> {
     let (scratch, _) = inj.scratch()?;
     inj.call("sigaltstack", libc::SYS_sigaltstack, &[0, scratch])?;
     let w = u64s(&inj.get(0, 24)?);
-    Ok(ThreadSasEntry { ss_sp: w[0], ss_flags: w[1] as u32, ss_size: w[2] })
+    Ok(ThreadSasEntry {
+        ss_sp: w[0],
+        ss_flags: w[1] as u32,
+        ss_size: w[2],
+    })
 }
 
 pub fn restore_altstack(inj: &Injector, sas: &ThreadSasEntry) -> Result<()> {
@@ -83,7 +103,9 @@ pub fn dump_pending(tid: Pid, shared: bool) -> Result<SignalQueueEntry> {
     loop {
         let n = raw::peek_siginfo(tid, shared, out.len() as u64, &mut buf)
             .map_err(Error::sys("PTRACE_PEEKSIGINFO", tid.as_raw()))?;
-        out.extend(buf[..n].iter().map(|si| SiginfoEntry { siginfo: si.to_vec() }));
+        out.extend(buf[..n].iter().map(|si| SiginfoEntry {
+            siginfo: si.to_vec(),
+        }));
         if n < buf.len() {
             break;
         }
@@ -96,14 +118,25 @@ pub fn restore_pending(inj: &Injector, q: &SignalQueueEntry, shared: bool) -> Re
     let pid = inj.pid.as_raw() as u64;
     for s in &q.signals {
         if s.siginfo.len() != 128 {
-            return Err(Error::Restore { pid: inj.pid.as_raw(), msg: "bad siginfo size in image".into() });
+            return Err(Error::Restore {
+                pid: inj.pid.as_raw(),
+                msg: "bad siginfo size in image".into(),
+            });
         }
         let signo = u32::from_ne_bytes(s.siginfo[0..4].try_into().unwrap_or_default()) as u64;
         let addr = inj.put(0, &s.siginfo)?;
         if shared {
-            inj.call("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo, &[pid, signo, addr])?;
+            inj.call(
+                "rt_sigqueueinfo",
+                libc::SYS_rt_sigqueueinfo,
+                &[pid, signo, addr],
+            )?;
         } else {
-            inj.call("rt_tgsigqueueinfo", libc::SYS_rt_tgsigqueueinfo, &[pid, pid, signo, addr])?;
+            inj.call(
+                "rt_tgsigqueueinfo",
+                libc::SYS_rt_tgsigqueueinfo,
+                &[pid, pid, signo, addr],
+            )?;
         }
     }
     Ok(())

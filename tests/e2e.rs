@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 #[test]
 fn memory_pattern_64m() {
     let env = Env::new("mem");
-    let pid = env.start("mem", &["--mib", "64", "--tmpdir", env.dir.to_str().unwrap()]);
+    let pid = env.start(
+        "mem",
+        &["--mib", "64", "--tmpdir", env.dir.to_str().unwrap()],
+    );
     env.cycle(pid);
 }
 
@@ -64,7 +67,10 @@ fn blocked_in_nanosleep_and_pause() {
 #[test]
 fn dump_restore_twice() {
     let env = Env::new("twice");
-    let pid = env.start("mem", &["--mib", "8", "--tmpdir", env.dir.to_str().unwrap()]);
+    let pid = env.start(
+        "mem",
+        &["--mib", "8", "--tmpdir", env.dir.to_str().unwrap()],
+    );
     env.dump(pid, &[]);
     env.restore(pid, &[]);
     std::fs::remove_dir_all(env.images()).unwrap();
@@ -76,13 +82,23 @@ fn dump_restore_twice() {
 #[test]
 fn leave_running_keeps_original_and_image_restores() {
     let env = Env::new("leave");
-    let pid = env.start("mem", &["--mib", "16", "--tmpdir", env.dir.to_str().unwrap()]);
+    let pid = env.start(
+        "mem",
+        &["--mib", "16", "--tmpdir", env.dir.to_str().unwrap()],
+    );
     env.dump(pid, &["--leave-running"]);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(tracer(pid), Some(0), "original still traced");
-    assert!(matches!(state(pid), Some('S' | 'R')), "original not running: {:?}", state(pid));
+    assert!(
+        matches!(state(pid), Some('S' | 'R')),
+        "original not running: {:?}",
+        state(pid)
+    );
     // The image must not restore over a live process: clear error naming the holder.
-    let out = run_cryo(&["restore", "-d", "-D", env.images().to_str().unwrap()], &[]);
+    let out = run_cryo(
+        &["restore", "-d", "-D", env.images().to_str().unwrap()],
+        &[],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by") && err.contains("mem"), "{err}");
@@ -106,7 +122,9 @@ fn real_program_sleep() {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
     assert!(exe.is_err());
     env.restore(pid, &[]);
-    assert!(std::fs::read_link(format!("/proc/{pid}/exe")).unwrap().ends_with("sleep"));
+    assert!(std::fs::read_link(format!("/proc/{pid}/exe"))
+        .unwrap()
+        .ends_with("sleep"));
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert_eq!(cmdline, b"sleep\x003\x00");
     match waitpid(pid, None).unwrap() {
@@ -114,7 +132,10 @@ fn real_program_sleep() {
         other => panic!("sleep ended with {other:?}"),
     }
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(2900), "sleep returned early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(2900),
+        "sleep returned early: {took:?}"
+    );
 }
 
 /// python3 holding a 200 MiB dict, verified by the interpreter after restore.
@@ -129,8 +150,21 @@ fn real_program_python_bigdict() {
 #[test]
 fn shell_job() {
     let env = Env::new("shelljob");
-    let pid = env.start_opts("counter", &["--file", env.path("c.txt").to_str().unwrap()], false);
-    let out = run_cryo(&["dump", "-t", &pid.to_string(), "-D", env.images().to_str().unwrap()], &[]);
+    let pid = env.start_opts(
+        "counter",
+        &["--file", env.path("c.txt").to_str().unwrap()],
+        false,
+    );
+    let out = run_cryo(
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            env.images().to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--shell-job"));
     assert_eq!(tracer(pid), Some(0));
@@ -142,20 +176,41 @@ fn shell_job() {
 /// A dump that fails at any step leaves the target running, untraced and intact.
 #[test]
 fn dump_fault_injection_leaves_target_running() {
-    for point in ["dump-after-seize", "dump-mid-memory", "dump-before-pagemap", "dump-before-write"] {
+    for point in [
+        "dump-after-seize",
+        "dump-mid-memory",
+        "dump-before-pagemap",
+        "dump-before-write",
+    ] {
         let env = Env::new(point);
-        let pid = env.start("mem", &["--mib", "8", "--tmpdir", env.dir.to_str().unwrap()]);
+        let pid = env.start(
+            "mem",
+            &["--mib", "8", "--tmpdir", env.dir.to_str().unwrap()],
+        );
         let out = Command::new(cryo())
-            .args(["dump", "-t", &pid.to_string(), "-D", env.images().to_str().unwrap()])
+            .args([
+                "dump",
+                "-t",
+                &pid.to_string(),
+                "-D",
+                env.images().to_str().unwrap(),
+            ])
             .env("CRYO_FAULT", point)
             .output()
             .unwrap();
         assert!(!out.status.success(), "{point}: dump succeeded");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(point) && err.contains("log:"), "{point}: {err}");
+        assert!(
+            err.contains(point) && err.contains("log:"),
+            "{point}: {err}"
+        );
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(tracer(pid), Some(0), "{point}: still traced");
-        assert!(matches!(state(pid), Some('S' | 'R')), "{point}: state {:?}", state(pid));
+        assert!(
+            matches!(state(pid), Some('S' | 'R')),
+            "{point}: state {:?}",
+            state(pid)
+        );
         env.verify(pid);
     }
 }
@@ -164,16 +219,28 @@ fn dump_fault_injection_leaves_target_running() {
 #[test]
 fn restore_fault_injection_leaves_nothing() {
     let env = Env::new("rstfault");
-    let pid = env.start("mem", &["--mib", "8", "--tmpdir", env.dir.to_str().unwrap()]);
+    let pid = env.start(
+        "mem",
+        &["--mib", "8", "--tmpdir", env.dir.to_str().unwrap()],
+    );
     env.dump(pid, &[]);
-    for point in ["restore-before-fork", "restore-mid-mm", "restore-after-pages", "restore-before-regs"] {
+    for point in [
+        "restore-before-fork",
+        "restore-mid-mm",
+        "restore-after-pages",
+        "restore-before-regs",
+    ] {
         let out = Command::new(cryo())
             .args(["restore", "-d", "-D", env.images().to_str().unwrap()])
             .env("CRYO_FAULT", point)
             .output()
             .unwrap();
         assert!(!out.status.success(), "{point}: restore succeeded");
-        assert!(state(pid).is_none(), "{point}: pid {pid} left in state {:?}", state(pid));
+        assert!(
+            state(pid).is_none(),
+            "{point}: pid {pid} left in state {:?}",
+            state(pid)
+        );
     }
     env.restore(pid, &[]);
     env.verify(pid);
@@ -188,6 +255,11 @@ fn restore_without_detach_returns_exit_status() {
     std::thread::sleep(Duration::from_millis(200));
     env.dump(pid, &[]);
     let out = run_cryo(&["restore", "-D", env.images().to_str().unwrap()], &[]);
-    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = kill(Pid::from_raw(pid.as_raw()), Signal::SIGKILL);
 }

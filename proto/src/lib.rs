@@ -47,9 +47,18 @@ mod tests {
 
     #[test]
     fn pstree_wire_format() {
-        let e = PstreeEntry { pid: 5, ppid: 1, pgid: 5, sid: 5, threads: vec![5] };
+        let e = PstreeEntry {
+            pid: 5,
+            ppid: 1,
+            pgid: 5,
+            sid: 5,
+            threads: vec![5],
+        };
         // field 1 varint 5, field 2 varint 1, 3 → 5, 4 → 5, field 5 (repeated, unpacked) → 5
-        assert_eq!(e.encode_to_vec(), vec![0x08, 5, 0x10, 1, 0x18, 5, 0x20, 5, 0x28, 5]);
+        assert_eq!(
+            e.encode_to_vec(),
+            vec![0x08, 5, 0x10, 1, 0x18, 5, 0x20, 5, 0x28, 5]
+        );
     }
 
     #[test]

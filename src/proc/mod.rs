@@ -25,7 +25,10 @@ pub fn read_link(pid: i32, what: &str) -> Result<String> {
 }
 
 fn bad(path: &str, msg: impl Into<String>) -> Error {
-    Error::Parse { path: path.to_string(), msg: msg.into() }
+    Error::Parse {
+        path: path.to_string(),
+        msg: msg.into(),
+    }
 }
 
 /// The fields of `/proc/PID/stat` cryo uses.
@@ -66,8 +69,16 @@ pub fn parse_stat(s: &str) -> Result<Stat> {
         return Err(bad(P, format!("{} fields after comm, need 50", rest.len())));
     }
     let num = |field: usize| -> Result<u64> {
-        rest[field - 3].parse::<i64>().map(|v| v as u64).or_else(|_| rest[field - 3].parse::<u64>())
-            .map_err(|_| bad(P, format!("field {field} is not a number: {:?}", rest[field - 3])))
+        rest[field - 3]
+            .parse::<i64>()
+            .map(|v| v as u64)
+            .or_else(|_| rest[field - 3].parse::<u64>())
+            .map_err(|_| {
+                bad(
+                    P,
+                    format!("field {field} is not a number: {:?}", rest[field - 3]),
+                )
+            })
     };
     Ok(Stat {
         comm,
@@ -114,12 +125,19 @@ pub fn parse_status(s: &str) -> Result<Status> {
     const P: &str = "status";
     let mut st = Status::default();
     let ids = |v: &str| -> Result<[u32; 4]> {
-        let n: Vec<u32> = v.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-        n.try_into().map_err(|_| bad(P, format!("bad id list {v:?}")))
+        let n: Vec<u32> = v
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        n.try_into()
+            .map_err(|_| bad(P, format!("bad id list {v:?}")))
     };
-    let hex = |v: &str| u64::from_str_radix(v.trim(), 16).map_err(|_| bad(P, format!("bad hex {v:?}")));
+    let hex =
+        |v: &str| u64::from_str_radix(v.trim(), 16).map_err(|_| bad(P, format!("bad hex {v:?}")));
     for line in s.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         match k {
             "Umask" => st.umask = u32::from_str_radix(v, 8).map_err(|_| bad(P, "bad Umask"))?,
@@ -127,7 +145,12 @@ pub fn parse_status(s: &str) -> Result<Status> {
             "Threads" => st.threads = v.parse().map_err(|_| bad(P, "bad Threads"))?,
             "Uid" => st.uids = ids(v)?,
             "Gid" => st.gids = ids(v)?,
-            "Groups" => st.groups = v.split_whitespace().filter_map(|x| x.parse().ok()).collect(),
+            "Groups" => {
+                st.groups = v
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            }
             "CapInh" => st.cap_inh = hex(v)?,
             "CapPrm" => st.cap_prm = hex(v)?,
             "CapEff" => st.cap_eff = hex(v)?,
@@ -153,7 +176,9 @@ pub fn parse_fdinfo(s: &str) -> Result<FdInfo> {
     const P: &str = "fdinfo";
     let mut fi = FdInfo::default();
     for line in s.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         match k {
             "pos" => fi.pos = v.parse().map_err(|_| bad(P, "bad pos"))?,
@@ -167,7 +192,9 @@ pub fn parse_fdinfo(s: &str) -> Result<FdInfo> {
 
 /// `/proc/PID/auxv` as (type, value) words.
 pub fn parse_auxv(b: &[u8]) -> Vec<u64> {
-    b.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).collect()
+    b.chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
+        .collect()
 }
 
 /// Whether `/proc/PID` exists.
@@ -215,6 +242,13 @@ mod tests {
     #[test]
     fn fdinfo_fields() {
         let fi = parse_fdinfo("pos:\t1234\nflags:\t02102002\nmnt_id:\t25\nino:\t5\n").unwrap();
-        assert_eq!(fi, FdInfo { pos: 1234, flags: 0o2102002, mnt_id: 25 });
+        assert_eq!(
+            fi,
+            FdInfo {
+                pos: 1234,
+                flags: 0o2102002,
+                mnt_id: 25
+            }
+        );
     }
 }

@@ -38,7 +38,10 @@ impl Vma {
 }
 
 fn bad(msg: String) -> Error {
-    Error::Parse { path: "smaps".into(), msg }
+    Error::Parse {
+        path: "smaps".into(),
+        msg,
+    }
 }
 
 fn parse_header(line: &str) -> Result<Vma> {
@@ -49,8 +52,11 @@ fn parse_header(line: &str) -> Result<Vma> {
     let dev = it.next().unwrap_or_default();
     let ino = it.next().unwrap_or_default();
     let name = it.next().unwrap_or_default().trim_start().to_string();
-    let (s, e) = range.split_once('-').ok_or_else(|| bad(format!("bad range in {line:?}")))?;
-    let hex = |v: &str| u64::from_str_radix(v, 16).map_err(|_| bad(format!("bad hex {v:?} in {line:?}")));
+    let (s, e) = range
+        .split_once('-')
+        .ok_or_else(|| bad(format!("bad range in {line:?}")))?;
+    let hex =
+        |v: &str| u64::from_str_radix(v, 16).map_err(|_| bad(format!("bad hex {v:?} in {line:?}")));
     let p = perms.as_bytes();
     if p.len() != 4 {
         return Err(bad(format!("bad perms in {line:?}")));
@@ -65,7 +71,9 @@ fn parse_header(line: &str) -> Result<Vma> {
     if p[2] == b'x' {
         prot |= libc::PROT_EXEC as u32;
     }
-    let (maj, min) = dev.split_once(':').ok_or_else(|| bad(format!("bad dev in {line:?}")))?;
+    let (maj, min) = dev
+        .split_once(':')
+        .ok_or_else(|| bad(format!("bad dev in {line:?}")))?;
     Ok(Vma {
         start: hex(s)?,
         end: hex(e)?,
@@ -73,7 +81,9 @@ fn parse_header(line: &str) -> Result<Vma> {
         shared: p[3] == b's',
         pgoff: hex(off)?,
         dev: (hex(maj)? as u32, hex(min)? as u32),
-        inode: ino.parse().map_err(|_| bad(format!("bad inode in {line:?}")))?,
+        inode: ino
+            .parse()
+            .map_err(|_| bad(format!("bad inode in {line:?}")))?,
         name,
         vmflags: Vec::new(),
     })
@@ -81,7 +91,9 @@ fn parse_header(line: &str) -> Result<Vma> {
 
 /// A header line starts with `start-end `; attribute lines start with `Name:`.
 fn is_header(line: &str) -> bool {
-    line.split(' ').next().is_some_and(|f| f.contains('-') && f.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+    line.split(' ')
+        .next()
+        .is_some_and(|f| f.contains('-') && f.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
 }
 
 pub fn parse_smaps(s: &str) -> Result<Vec<Vma>> {
@@ -90,7 +102,9 @@ pub fn parse_smaps(s: &str) -> Result<Vec<Vma>> {
         if is_header(line) {
             out.push(parse_header(line)?);
         } else if let Some(flags) = line.strip_prefix("VmFlags:") {
-            let v = out.last_mut().ok_or_else(|| bad("VmFlags before any mapping".into()))?;
+            let v = out
+                .last_mut()
+                .ok_or_else(|| bad("VmFlags before any mapping".into()))?;
             v.vmflags = flags.split_whitespace().map(str::to_string).collect();
         }
     }
@@ -130,7 +144,10 @@ VmFlags: rd wr sh mr mw me ms sd
 
     #[test]
     fn garbage_is_error_not_panic() {
-        assert!(parse_smaps("zz-yy rwxp 0 0 0 x").is_err() || parse_smaps("zz-yy rwxp 0 0 0 x").unwrap().is_empty());
+        assert!(
+            parse_smaps("zz-yy rwxp 0 0 0 x").is_err()
+                || parse_smaps("zz-yy rwxp 0 0 0 x").unwrap().is_empty()
+        );
         assert!(parse_smaps("0-1 rw 0 0:0 0").is_err());
     }
 }

@@ -9,8 +9,14 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// Copies `buf.len()` bytes at `addr` of `pid` into `buf` with one `process_vm_readv`.
 /// Returns the number of bytes read (short at the first unreadable page).
 pub fn read_remote(pid: Pid, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
-    let local = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
     // SAFETY: `local` describes `buf`, which we exclusively borrow; `remote` is only
     // interpreted by the kernel in the target's address space.
     let r = unsafe { libc::process_vm_readv(pid.as_raw(), &local, 1, &remote, 1, 0) };
@@ -19,8 +25,14 @@ pub fn read_remote(pid: Pid, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> 
 
 /// Copies `buf` to `addr` of `pid` with `process_vm_writev` (writable mappings only).
 pub fn write_remote(pid: Pid, addr: u64, buf: &[u8]) -> Result<usize, Errno> {
-    let local = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    let local = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
     // SAFETY: `local` describes `buf`, which outlives the call and is only read.
     let r = unsafe { libc::process_vm_writev(pid.as_raw(), &local, 1, &remote, 1, 0) };
     check(r as libc::c_long).map(|n| n as usize)
@@ -90,7 +102,13 @@ pub fn pagemap_scan(
     };
     // SAFETY: `arg` is a correctly sized pm_scan_arg whose `vec` points at `out`, which
     // we exclusively borrow and whose length is `vec_len`.
-    let r = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN as _, &mut arg as *mut PmScanArg) };
+    let r = unsafe {
+        libc::ioctl(
+            pagemap.as_raw_fd(),
+            PAGEMAP_SCAN as _,
+            &mut arg as *mut PmScanArg,
+        )
+    };
     let n = check(r as libc::c_long)?;
     Ok((n as usize, arg.walk_end))
 }

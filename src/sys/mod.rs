@@ -31,9 +31,19 @@ pub fn uffd_api_features() -> Result<u64, Errno> {
     let fd = check(unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) })?;
     // SAFETY: the kernel just gave us this fd.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    let mut api = UffdioApi { api: 0xAA, features: 0, ioctls: 0 };
+    let mut api = UffdioApi {
+        api: 0xAA,
+        features: 0,
+        ioctls: 0,
+    };
     // SAFETY: `api` is a live, correctly sized uffdio_api.
-    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), UFFDIO_API as _, &mut api as *mut UffdioApi) };
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            UFFDIO_API as _,
+            &mut api as *mut UffdioApi,
+        )
+    };
     check(r as libc::c_long)?;
     Ok(api.features)
 }
@@ -46,7 +56,8 @@ pub fn has_soft_dirty() -> bool {
     let addr = page.as_ptr() as u64 + 4096 - 1;
     let addr = addr & !4095;
     let mut e = [0u8; 8];
-    let ok = std::fs::File::open("/proc/self/pagemap").and_then(|f| f.read_exact_at(&mut e, addr / 4096 * 8));
+    let ok = std::fs::File::open("/proc/self/pagemap")
+        .and_then(|f| f.read_exact_at(&mut e, addr / 4096 * 8));
     drop(page);
     ok.is_ok() && u64::from_ne_bytes(e) & (1 << 55) != 0
 }
@@ -56,6 +67,14 @@ pub fn probe_prctl_mm_map() -> bool {
     const PR_SET_MM_MAP_SIZE: libc::c_ulong = 15;
     let mut size: u32 = 0;
     // SAFETY: PR_SET_MM_MAP_SIZE writes one u32 to the pointer we pass.
-    let r = unsafe { libc::prctl(libc::PR_SET_MM, PR_SET_MM_MAP_SIZE, &mut size as *mut u32, 0, 0) };
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_MM,
+            PR_SET_MM_MAP_SIZE,
+            &mut size as *mut u32,
+            0,
+            0,
+        )
+    };
     r == 0 && size == 104
 }

@@ -15,7 +15,8 @@ pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
 /// Our own copy of the target's fd `target_fd` (like dup across processes).
 pub fn pidfd_getfd(pidfd: &OwnedFd, target_fd: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: integers only; the result is a new fd we take ownership of.
-    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) })?;
+    let fd =
+        check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) })?;
     // SAFETY: the kernel just returned this fd to us; nobody else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

@@ -40,9 +40,17 @@ pub unsafe fn clone3_with_pid(pid: i32, flags: u64) -> Result<Option<Pid>, Errno
     // SAFETY: `args` is a valid clone_args that outlives the call; no CLONE_VM, so the
     // child runs on a copy of our stack (the caller upholds fork's contract).
     let r = check(unsafe {
-        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
     })?;
-    Ok(if r == 0 { None } else { Some(Pid::from_raw(r as i32)) })
+    Ok(if r == 0 {
+        None
+    } else {
+        Some(Pid::from_raw(r as i32))
+    })
 }
 
 /// Probes `clone3` with `set_tid` support without creating a process: the kernel
@@ -58,16 +66,28 @@ pub fn probe_clone3_set_tid() -> bool {
     // SAFETY: the kernel rejects set_tid = -1 before creating any process, so no child
     // can ever return from this call; `args` outlives it.
     let r = unsafe {
-        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
     };
     r == -1 && Errno::last() == Errno::EINVAL
 }
 
 /// One resource limit of any process (`prlimit64`); `new` sets it.
 pub fn prlimit(pid: Pid, resource: u32, new: Option<(u64, u64)>) -> Result<(u64, u64), Errno> {
-    let newlim = new.map(|(cur, max)| libc::rlimit64 { rlim_cur: cur, rlim_max: max });
-    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
-    let newp = newlim.as_ref().map_or(std::ptr::null(), |l| l as *const libc::rlimit64);
+    let newlim = new.map(|(cur, max)| libc::rlimit64 {
+        rlim_cur: cur,
+        rlim_max: max,
+    });
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let newp = newlim
+        .as_ref()
+        .map_or(std::ptr::null(), |l| l as *const libc::rlimit64);
     // SAFETY: `newp` is null or points at a live rlimit64; `old` is a live out-parameter.
     check(unsafe { libc::prlimit64(pid.as_raw(), resource as _, newp, &mut old) } as libc::c_long)?;
     Ok((old.rlim_cur, old.rlim_max))
@@ -79,7 +99,12 @@ pub fn get_robust_list(tid: Pid) -> Result<(u64, u64), Errno> {
     let mut len: usize = 0;
     // SAFETY: both out-parameters are live locals of the sizes the kernel writes.
     check(unsafe {
-        libc::syscall(libc::SYS_get_robust_list, tid.as_raw(), &mut head as *mut u64, &mut len as *mut usize)
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid.as_raw(),
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
     })?;
     Ok((head, len as u64))
 }

@@ -27,7 +27,12 @@ fn req(request: libc::c_uint, pid: Pid, addr: usize, data: usize) -> Result<libc
     // SAFETY: every caller passes either integers or pointers to live, correctly sized
     // buffers owned by the caller for the duration of the call.
     let r = unsafe {
-        libc::ptrace(request, pid.as_raw(), addr as *mut libc::c_void, data as *mut libc::c_void)
+        libc::ptrace(
+            request,
+            pid.as_raw(),
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
     };
     check(r)
 }
@@ -60,7 +65,12 @@ pub fn get_regs(pid: Pid) -> Result<Regs, Errno> {
         iov_base: &mut regs as *mut Regs as *mut libc::c_void,
         iov_len: std::mem::size_of::<Regs>(),
     };
-    req(libc::PTRACE_GETREGSET, pid, NT_PRSTATUS as usize, &mut iov as *mut _ as usize)?;
+    req(
+        libc::PTRACE_GETREGSET,
+        pid,
+        NT_PRSTATUS as usize,
+        &mut iov as *mut _ as usize,
+    )?;
     Ok(regs)
 }
 
@@ -69,46 +79,94 @@ pub fn set_regs(pid: Pid, regs: &Regs) -> Result<(), Errno> {
         iov_base: regs as *const Regs as *mut libc::c_void,
         iov_len: std::mem::size_of::<Regs>(),
     };
-    req(libc::PTRACE_SETREGSET, pid, NT_PRSTATUS as usize, &mut iov as *mut _ as usize).map(drop)
+    req(
+        libc::PTRACE_SETREGSET,
+        pid,
+        NT_PRSTATUS as usize,
+        &mut iov as *mut _ as usize,
+    )
+    .map(drop)
 }
 
 /// The raw XSAVE area (standard format) of a stopped thread.
 pub fn get_xstate(pid: Pid) -> Result<Vec<u8>, Errno> {
     let mut buf = vec![0u8; XSAVE_MAX];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    req(libc::PTRACE_GETREGSET, pid, NT_X86_XSTATE as usize, &mut iov as *mut _ as usize)?;
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    req(
+        libc::PTRACE_GETREGSET,
+        pid,
+        NT_X86_XSTATE as usize,
+        &mut iov as *mut _ as usize,
+    )?;
     buf.truncate(iov.iov_len);
     Ok(buf)
 }
 
 pub fn set_xstate(pid: Pid, xsave: &[u8]) -> Result<(), Errno> {
-    let mut iov = libc::iovec { iov_base: xsave.as_ptr() as *mut libc::c_void, iov_len: xsave.len() };
-    req(libc::PTRACE_SETREGSET, pid, NT_X86_XSTATE as usize, &mut iov as *mut _ as usize).map(drop)
+    let mut iov = libc::iovec {
+        iov_base: xsave.as_ptr() as *mut libc::c_void,
+        iov_len: xsave.len(),
+    };
+    req(
+        libc::PTRACE_SETREGSET,
+        pid,
+        NT_X86_XSTATE as usize,
+        &mut iov as *mut _ as usize,
+    )
+    .map(drop)
 }
 
 pub fn get_sigmask(pid: Pid) -> Result<u64, Errno> {
     let mut mask: u64 = 0;
-    req(libc::PTRACE_GETSIGMASK, pid, 8, &mut mask as *mut u64 as usize)?;
+    req(
+        libc::PTRACE_GETSIGMASK,
+        pid,
+        8,
+        &mut mask as *mut u64 as usize,
+    )?;
     Ok(mask)
 }
 
 pub fn set_sigmask(pid: Pid, mask: u64) -> Result<(), Errno> {
-    req(libc::PTRACE_SETSIGMASK, pid, 8, &mask as *const u64 as usize).map(drop)
+    req(
+        libc::PTRACE_SETSIGMASK,
+        pid,
+        8,
+        &mask as *const u64 as usize,
+    )
+    .map(drop)
 }
 
 /// Raw `siginfo_t` as the kernel lays it out (128 bytes).
 pub type RawSiginfo = [u8; 128];
 
 /// Reads queued signals without dequeuing them; `shared` selects the process-wide queue.
-pub fn peek_siginfo(pid: Pid, shared: bool, off: u64, out: &mut [RawSiginfo]) -> Result<usize, Errno> {
+pub fn peek_siginfo(
+    pid: Pid,
+    shared: bool,
+    off: u64,
+    out: &mut [RawSiginfo],
+) -> Result<usize, Errno> {
     #[repr(C)]
     struct PeekArgs {
         off: u64,
         flags: u32,
         nr: i32,
     }
-    let args = PeekArgs { off, flags: if shared { 1 } else { 0 }, nr: out.len() as i32 };
-    let n = req(libc::PTRACE_PEEKSIGINFO, pid, &args as *const _ as usize, out.as_mut_ptr() as usize)?;
+    let args = PeekArgs {
+        off,
+        flags: if shared { 1 } else { 0 },
+        nr: out.len() as i32,
+    };
+    let n = req(
+        libc::PTRACE_PEEKSIGINFO,
+        pid,
+        &args as *const _ as usize,
+        out.as_mut_ptr() as usize,
+    )?;
     Ok(n as usize)
 }
 
@@ -134,7 +192,14 @@ pub fn get_rseq_config(pid: Pid) -> Result<RseqConfig, Errno> {
 pub fn peek(pid: Pid, addr: u64) -> Result<u64, Errno> {
     Errno::clear();
     // SAFETY: PTRACE_PEEKDATA takes no pointer from us; the kernel reads the tracee.
-    let r = unsafe { libc::ptrace(libc::PTRACE_PEEKDATA, pid.as_raw(), addr as *mut libc::c_void, 0usize) };
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_PEEKDATA,
+            pid.as_raw(),
+            addr as *mut libc::c_void,
+            0usize,
+        )
+    };
     if r == -1 && Errno::last() != Errno::UnknownErrno {
         return Err(Errno::last());
     }
@@ -155,7 +220,8 @@ pub fn probe_rseq_config() -> bool {
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             let ok = seize(child, 0).is_ok()
                 && interrupt(child).is_ok()
-                && nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::__WALL)).is_ok()
+                && nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::__WALL))
+                    .is_ok()
                 && get_rseq_config(child).is_ok();
             let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::__WALL));

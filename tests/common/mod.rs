@@ -28,7 +28,11 @@ pub fn cryo() -> &'static str {
 
 pub fn workload_bin(name: &str) -> PathBuf {
     let p = root().join("test-containers/workloads/bin").join(name);
-    assert!(p.exists(), "{} missing: run `make -C test-containers/workloads`", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `make -C test-containers/workloads`",
+        p.display()
+    );
     p
 }
 
@@ -71,6 +75,8 @@ impl Env {
                 Ok(())
             });
         }
+        // Reaped by PID with waitpid (the restored process is a different kernel task).
+        #[allow(clippy::zombie_processes)]
         let child = cmd.spawn().expect("spawn workload");
         Pid::from_raw(child.id() as i32)
     }
@@ -88,7 +94,11 @@ impl Env {
         } else {
             Command::new(workload_bin(name))
         };
-        cmd.arg("--out").arg(self.path("out")).arg("--ready").arg(self.path("ready")).args(args);
+        cmd.arg("--out")
+            .arg(self.path("out"))
+            .arg("--ready")
+            .arg(self.path("ready"))
+            .args(args);
         let pid = self.spawn(cmd, new_session);
         wait_for(&self.path("ready"), Duration::from_secs(60));
         pid
@@ -100,8 +110,21 @@ impl Env {
 
     /// `cryo dump`; asserts success and, unless leaving it running, that it is gone.
     pub fn dump(&self, pid: Pid, extra: &[&str]) {
-        let out = run_cryo(&["dump", "-t", &pid.to_string(), "-D", self.images().to_str().unwrap()], extra);
-        assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = run_cryo(
+            &[
+                "dump",
+                "-t",
+                &pid.to_string(),
+                "-D",
+                self.images().to_str().unwrap(),
+            ],
+            extra,
+        );
+        assert!(
+            out.status.success(),
+            "dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if !extra.contains(&"--leave-running") && !extra.contains(&"-R") {
             match waitpid(pid, None).expect("reap dumped process") {
                 WaitStatus::Signaled(_, Signal::SIGKILL, _) => {}
@@ -114,14 +137,32 @@ impl Env {
     pub fn restore(&self, pid: Pid, extra: &[&str]) {
         let pidfile = self.path("restored.pid");
         let out = run_cryo(
-            &["restore", "-d", "-D", self.images().to_str().unwrap(), "--pidfile", pidfile.to_str().unwrap()],
+            &[
+                "restore",
+                "-d",
+                "-D",
+                self.images().to_str().unwrap(),
+                "--pidfile",
+                pidfile.to_str().unwrap(),
+            ],
             extra,
         );
-        assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
-        let got: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        assert!(
+            out.status.success(),
+            "restore failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert_eq!(got, pid.as_raw(), "restored with another pid");
         let st = state(pid).expect("restored process is gone");
-        assert!(!matches!(st, 'T' | 't' | 'Z' | 'X'), "restored process is in state {st}");
+        assert!(
+            !matches!(st, 'T' | 't' | 'Z' | 'X'),
+            "restored process is in state {st}"
+        );
     }
 
     /// Asks the workload to verify itself (SIGTERM) and returns its verdict.
@@ -130,8 +171,15 @@ impl Env {
         let st = waitpid(pid, None).expect("wait for workload");
         let out = std::fs::read_to_string(self.path("out")).unwrap_or_default();
         let stderr = std::fs::read_to_string(self.path("stderr")).unwrap_or_default();
-        assert_eq!(out.trim(), "PASS", "workload verdict: {out:?} ({st:?}); stderr: {stderr}");
-        assert!(matches!(st, WaitStatus::Exited(_, 0)), "workload exit: {st:?}");
+        assert_eq!(
+            out.trim(),
+            "PASS",
+            "workload verdict: {out:?} ({st:?}); stderr: {stderr}"
+        );
+        assert!(
+            matches!(st, WaitStatus::Exited(_, 0)),
+            "workload exit: {st:?}"
+        );
     }
 
     /// Full cycle: dump (killing it), restore, verify.
@@ -147,20 +195,31 @@ impl Drop for Env {
         let leaks = stopped_children();
         reap_children();
         if !std::thread::panicking() {
-            assert!(leaks.is_empty(), "stopped or traced processes left behind: {leaks:?}");
+            assert!(
+                leaks.is_empty(),
+                "stopped or traced processes left behind: {leaks:?}"
+            );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 pub fn run_cryo(args: &[&str], extra: &[&str]) -> Output {
-    Command::new(cryo()).args(args).args(extra).output().expect("run cryo")
+    Command::new(cryo())
+        .args(args)
+        .args(extra)
+        .output()
+        .expect("run cryo")
 }
 
 pub fn wait_for(path: &Path, timeout: Duration) {
     let t = Instant::now();
     while !path.exists() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {}", path.display());
+        assert!(
+            t.elapsed() < timeout,
+            "timed out waiting for {}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -173,7 +232,9 @@ pub fn state(pid: Pid) -> Option<char> {
 
 pub fn tracer(pid: Pid) -> Option<i32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix("TracerPid:")).and_then(|v| v.trim().parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Our children (including adopted ones) that are stopped or traced.
@@ -181,8 +242,12 @@ pub fn stopped_children() -> Vec<(i32, char)> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         let Some(close) = s.rfind(')') else { continue };
         let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
         if f.len() > 2 && f[1].parse::<i32>().ok() == Some(me) {
@@ -199,8 +264,12 @@ pub fn stopped_children() -> Vec<(i32, char)> {
 pub fn reap_children() {
     let me = std::process::id() as i32;
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         let Some(close) = s.rfind(')') else { continue };
         let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
         if f.len() > 2 && f[1].parse::<i32>().ok() == Some(me) {
