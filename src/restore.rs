@@ -452,6 +452,9 @@ fn child_main(p: &ChildPlan) -> ! {
         sysproc::exit_now(1);
     }
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    // cryo's own handlers (Rust's runtime sets SIGSEGV/SIGBUS ones) must not leak into
+    // the restored process: start from all-default, the tracer sets the dumped ones.
+    sysproc::reset_signal_dispositions();
     // Sources to base.., then drop everything else, then targets into place.
     let sources: Vec<RawFd> = p
         .service

@@ -83,13 +83,16 @@ pub fn dump_altstack(inj: &Injector) -> Result<ThreadSasEntry> {
     })
 }
 
+/// Sets the altstack as dumped, including "disabled" (the new task inherited cryo's).
 pub fn restore_altstack(inj: &Injector, sas: &ThreadSasEntry) -> Result<()> {
-    if sas.ss_flags & SS_DISABLE != 0 {
-        return Ok(());
-    }
+    let flags = if sas.ss_flags & SS_DISABLE != 0 {
+        SS_DISABLE
+    } else {
+        sas.ss_flags & !SS_ONSTACK
+    };
     let mut b = Vec::with_capacity(24);
     b.extend_from_slice(&sas.ss_sp.to_ne_bytes());
-    b.extend_from_slice(&((sas.ss_flags & !SS_ONSTACK) as u64).to_ne_bytes());
+    b.extend_from_slice(&(flags as u64).to_ne_bytes());
     b.extend_from_slice(&sas.ss_size.to_ne_bytes());
     let addr = inj.put(0, &b)?;
     inj.call("sigaltstack", libc::SYS_sigaltstack, &[addr, 0])?;

@@ -201,3 +201,33 @@ pub fn set_personality(p: u32) {
     // SAFETY: integer argument only.
     unsafe { libc::personality(p as libc::c_ulong) };
 }
+
+/// Sets every catchable signal's disposition to SIG_DFL and disables the alternate
+/// signal stack (in the restore child, which inherited cryo's).
+pub fn reset_signal_dispositions() {
+    let ss = libc::stack_t {
+        ss_sp: std::ptr::null_mut(),
+        ss_flags: libc::SS_DISABLE,
+        ss_size: 0,
+    };
+    // SAFETY: `ss` is a valid stack_t; disabling needs no memory of ours.
+    unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // The raw syscall: libc's sigaction would add its own SA_RESTORER and restorer.
+        // Kernel layout: handler, flags, restorer, mask, all zero = SIG_DFL.
+        let act = [0u64; 4];
+        // SAFETY: `act` is a live kernel sigaction; the old action is not requested.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                act.as_ptr(),
+                std::ptr::null::<u64>(),
+                8,
+            )
+        };
+    }
+}
