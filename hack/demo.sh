@@ -12,8 +12,15 @@ echo "== cryo check"
 $cryo check
 echo
 echo "== starting a counter that appends 1, 2, 3 … to $work/count.txt every 10 ms"
-setsid test-containers/workloads/bin/counter --file "$work/count.txt" \
-  --out "$work/out" --ready "$work/ready" </dev/null >"$work/log" 2>&1 &
+# In its own session, with only stdio open (fds inherited from whatever started this
+# script are not the workload's).
+(
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+  done
+  exec setsid test-containers/workloads/bin/counter --file "$work/count.txt" \
+    --out "$work/out" --ready "$work/ready" </dev/null >"$work/log" 2>&1
+) &
 pid=$!
 while [ ! -e "$work/ready" ]; do sleep 0.05; done
 sleep 1
@@ -21,7 +28,7 @@ echo "   pid $pid, last value: $(tail -n1 "$work/count.txt")"
 echo
 echo "== cryo dump -t $pid -D $work/img   (the process is frozen, saved, killed)"
 $cryo dump -t "$pid" -D "$work/img"
-wait "$pid" 2>/dev/null || true
+{ wait "$pid"; } 2>/dev/null || true
 last=$(tail -n1 "$work/count.txt")
 echo "   process gone: $(kill -0 "$pid" 2>/dev/null && echo no || echo yes); last value: $last"
 ls -l "$work/img" | sed 's/^/   /'
