@@ -190,39 +190,71 @@ pub fn read_pagemap(dir: &ImageDir, pid: i32) -> Result<(u32, Vec<PagemapEntry>)
 }
 
 /// Makes the target read its pages from the pages image (open in it as `pages_fd`).
-pub fn restore_pages(inj: &Injector, entries: &[PagemapEntry], pages_fd: i32) -> Result<u64> {
+/// Page runs follow each other in the file, so one injected `preadv` fills up to
+/// `IOV_BATCH` runs: a few syscalls restore any number of runs.
+pub fn restore_pages(inj: &Injector, entries: &[PagemapEntry], pages_fd: i32, iov_off: u64) -> Result<u64> {
+    let pid = inj.pid.as_raw();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for e in entries.iter().filter(|e| e.flags.unwrap_or(PE_PRESENT) & PE_PRESENT != 0) {
+        let mut len = e.nr_pages.unwrap_or(e.compat_nr_pages.unwrap_or(0) as u64) * PAGE_SIZE;
+        let mut vaddr = e.vaddr;
+        while len > 0 {
+            let n = len.min(MAX_PREAD);
+            runs.push((vaddr, n));
+            vaddr += n;
+            len -= n;
+        }
+    }
     let mut off = 0u64;
-    for e in entries {
-        if e.flags.unwrap_or(PE_PRESENT) & PE_PRESENT == 0 {
-            continue;
+    for batch in batches(&runs) {
+        let want: u64 = batch.iter().map(|r| r.1).sum();
+        let iov: Vec<u8> = batch.iter().flat_map(|(a, l)| a.to_ne_bytes().into_iter().chain(l.to_ne_bytes())).collect();
+        let iov_addr = inj.put(iov_off, &iov)?;
+        let got = inj.call("preadv", libc::SYS_preadv, &[pages_fd as u64, iov_addr, batch.len() as u64, off, 0])?;
+        if got != want {
+            return Err(Error::Restore {
+                pid,
+                msg: format!("pages image truncated: {got} of {want} bytes at offset {off}"),
+            });
         }
-        let len = e.nr_pages.unwrap_or(e.compat_nr_pages.unwrap_or(0) as u64) * PAGE_SIZE;
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(MAX_PREAD);
-            let got = inj.call(
-                "pread64",
-                libc::SYS_pread64,
-                &[pages_fd as u64, e.vaddr + done, n, off + done],
-            )?;
-            if got != n {
-                return Err(Error::Restore {
-                    pid: inj.pid.as_raw(),
-                    msg: format!(
-                        "pages image short read at offset {} ({got} of {n} bytes): truncated image",
-                        off + done
-                    ),
-                });
-            }
-            done += n;
-        }
-        off += len;
+        off += want;
     }
     Ok(off)
 }
 
+/// Runs one `preadv` takes (IOV_MAX).
+pub const IOV_BATCH: usize = 1024;
+
+/// Splits runs into `preadv` batches of at most IOV_BATCH runs and MAX_PREAD bytes.
+fn batches(runs: &[(u64, u64)]) -> Vec<&[(u64, u64)]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, r) in runs.iter().enumerate() {
+        if i - start == IOV_BATCH || bytes + r.1 > MAX_PREAD {
+            out.push(&runs[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += r.1;
+    }
+    if start < runs.len() {
+        out.push(&runs[start..]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn batching_respects_iov_max_and_byte_cap() {
+        let runs: Vec<(u64, u64)> = (0..2500).map(|i| (i * 8192, 4096)).collect();
+        let b = super::batches(&runs);
+        assert_eq!(b.iter().map(|x| x.len()).collect::<Vec<_>>(), vec![1024, 1024, 452]);
+        let big = vec![(0, 1 << 29); 5];
+        assert!(super::batches(&big).iter().all(|x| x.iter().map(|r| r.1).sum::<u64>() <= super::MAX_PREAD));
+    }
+
     #[test]
     fn zero_detection() {
         let mut p = vec![0u8; 4096];

@@ -37,7 +37,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 /// Scratch page mapped by the child for syscall arguments passed by pointer.
-const SCRATCH_LEN: u64 = 16 * 1024;
+const SCRATCH_LEN: u64 = 64 * 1024;
+/// Where in the scratch area the iovec array of `preadv` goes (16 bytes per run).
+const SCRATCH_IOV: u64 = 16 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOpts {
@@ -684,7 +686,7 @@ fn rebuild(
             reprotect.push(v);
         }
     }
-    pages::restore_pages(&inj, &img.pagemap, svc(pages_idx) as i32)?;
+    pages::restore_pages(&inj, &img.pagemap, svc(pages_idx) as i32, SCRATCH_IOV)?;
     for v in reprotect {
         inj.call(
             "mprotect",

@@ -1,0 +1,202 @@
+//! `hack/bench`: cryo's dump and restore next to this machine's own limits, measured in
+//! the same run. Prints a markdown table (pasted into docs/benchmarks.md).
+//!
+//! Limits: memcpy, process_vm_readv (4 MiB window), sequential write to the image medium
+//! (/dev/shm), first-touch page faults. For the memory workload at each size: dump time,
+//! freeze time, restore time, throughput ratios, image size, peak RSS of cryo itself.
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
+
+fn gbps(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e9
+}
+
+fn memcpy_limit() -> f64 {
+    let n = 256 * MIB;
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    dst.copy_from_slice(&src); // fault both in first
+    let t = Instant::now();
+    for _ in 0..4 {
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&dst);
+    }
+    gbps(4 * n, t.elapsed())
+}
+
+fn first_touch_limit() -> (f64, f64) {
+    let n = 256 * MIB;
+    let t = Instant::now();
+    let mut v: Vec<u8> = Vec::with_capacity(n);
+    // SAFETY: u8 has no invalid values; every byte is written below before any read.
+    unsafe { v.set_len(n) };
+    for i in (0..n).step_by(4096) {
+        v[i] = 1;
+    }
+    std::hint::black_box(&v);
+    let d = t.elapsed();
+    ((n / 4096) as f64 / d.as_secs_f64(), gbps(n, d))
+}
+
+/// A child holding `n` touched bytes, read by us with process_vm_readv.
+fn vm_readv_limit() -> f64 {
+    let n = 256 * MIB;
+    let mut child = Command::new("python3")
+        .args(["-c", &format!("import sys,time; b=bytearray(b'x'*{n}); print(hex(id(b)), flush=True); time.sleep(60)")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let _ = child.stdout.take().map(|mut o| {
+        let mut s = [0u8; 64];
+        let _ = std::io::Read::read(&mut o, &mut s);
+    });
+    // Read the child's biggest anonymous mapping, whatever its exact layout.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).unwrap_or_default();
+    let (start, end) = maps
+        .lines()
+        .filter_map(|l| {
+            let r = l.split(' ').next()?;
+            let (a, b) = r.split_once('-')?;
+            Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+        })
+        .max_by_key(|(a, b)| b - a)
+        .unwrap_or((0, 0));
+    let pid = Pid::from_raw(child.id() as i32);
+    let mut buf = vec![0u8; 4 * MIB];
+    let total = ((end - start) as usize).min(n) / buf.len() * buf.len();
+    let t = Instant::now();
+    let mut got = 0;
+    for _ in 0..4 {
+        let mut off = 0;
+        while off < total {
+            got += cryo::sys::mem::read_remote(pid, start + off as u64, &mut buf).unwrap_or(0);
+            off += buf.len();
+        }
+    }
+    let d = t.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    gbps(got, d)
+}
+
+fn write_limit(dir: &Path) -> f64 {
+    let n = 512 * MIB;
+    let p = dir.join("write-test");
+    let buf = vec![7u8; 4 * MIB];
+    let t = Instant::now();
+    let mut f = std::fs::File::create(&p).unwrap();
+    for _ in 0..n / buf.len() {
+        f.write_all(&buf).unwrap();
+    }
+    f.sync_all().unwrap();
+    let d = t.elapsed();
+    let _ = std::fs::remove_file(&p);
+    gbps(n, d)
+}
+
+/// Runs cryo; returns (wall time, its own peak RSS in KiB, stderr).
+fn run_cryo(cryo: &Path, args: &[&str]) -> (Duration, i64, String) {
+    let t = Instant::now();
+    let mut child = Command::new(cryo).args(args).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    // SAFETY: rusage is plain old data; all-zero is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut status = 0;
+    // SAFETY: `status` and `ru` are live out-parameters; the pid is our own child.
+    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    let d = t.elapsed();
+    assert!(status == 0, "cryo {args:?} failed: {err}");
+    (d, ru.ru_maxrss, err)
+}
+
+fn dir_size(d: &Path) -> u64 {
+    std::fs::read_dir(d).map(|r| r.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cryo = root.join("target/release/cryo");
+    let mem = root.join("test-containers/workloads/bin/mem");
+    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() { vec![64, 512, 2048] } else { sizes };
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let work = PathBuf::from(format!("/dev/shm/cryo-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+
+    let memcpy = memcpy_limit();
+    let vmr = vm_readv_limit();
+    let wr = write_limit(&work);
+    let (faults, fault_gbps) = first_touch_limit();
+    println!("## Machine limits (same run)\n");
+    println!("| limit | value |\n|---|---|");
+    println!("| memcpy | {memcpy:.2} GB/s |");
+    println!("| process_vm_readv (4 MiB window) | {vmr:.2} GB/s |");
+    println!("| write to /dev/shm | {wr:.2} GB/s |");
+    println!("| first-touch page faults | {:.0} k pages/s ({fault_gbps:.2} GB/s) |", faults / 1e3);
+    println!();
+    println!("## Memory workload (image on /dev/shm)\n");
+    println!("| size | dump | frozen | dump GB/s | vs min(readv, write) | restore | restore GB/s | vs first-touch | image | dump peak RSS | restore peak RSS | verified |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for mib in sizes {
+        let d = work.join(format!("m{mib}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let ready = d.join("ready");
+        let outf = d.join("out");
+        let mut cmd = Command::new(&mem);
+        cmd.args(["--mib", &mib.to_string(), "--tmpdir", d.to_str().unwrap(), "--out", outf.to_str().unwrap(), "--ready", ready.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: close_range and setsid are async-signal-safe; nothing else runs before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                libc::setsid();
+                Ok(())
+            });
+        }
+        #[allow(clippy::zombie_processes)]
+        let child = cmd.spawn().unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        while !ready.exists() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let img = d.join("img");
+        let (td, rss_d, err) =
+            run_cryo(&cryo, &["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap(), "-v2"]);
+        let _ = waitpid(pid, None);
+        let frozen = err.split("frozen ").nth(1).and_then(|s| s.split(' ').next()).unwrap_or("?").to_string();
+        let size = dir_size(&img);
+        let (tr, rss_r, _) = run_cryo(&cryo, &["restore", "-d", "-D", img.to_str().unwrap(), "-v2"]);
+        let _ = kill(pid, Signal::SIGTERM);
+        let _ = waitpid(pid, None);
+        let verdict = std::fs::read_to_string(&outf).unwrap_or_default().trim().to_string();
+        let dump_gbps = gbps(size as usize, td);
+        let rst_gbps = gbps(size as usize, tr);
+        println!(
+            "| {mib} MiB | {:.0} ms | {frozen} ms | {dump_gbps:.2} | {:.0}% | {:.0} ms | {rst_gbps:.2} | {:.0}% | {:.0} MiB | {} MiB | {} MiB | {verdict} |",
+            td.as_secs_f64() * 1e3,
+            100.0 * dump_gbps / vmr.min(wr),
+            tr.as_secs_f64() * 1e3,
+            100.0 * rst_gbps / fault_gbps,
+            size as f64 / MIB as f64,
+            rss_d / 1024,
+            rss_r / 1024,
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
