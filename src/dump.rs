@@ -283,6 +283,7 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
     let mut pd = PageDumper::new(dir, pages_id)?;
     for (i, v) in mm.vmas.iter().enumerate() {
         let skip_zero = v.status & mm::VMA_ANON_PRIVATE != 0;
+        pd.start_vma(v.start);
         for (s, e) in pages::runs_to_dump(tid, &pagemap, v, &mut pd.stats)? {
             pd.dump_run(tid, s, e, skip_zero)?;
         }
@@ -292,6 +293,11 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
     }
     let pstats = pd.finish(dir, pid, pages_id)?;
     let memdump_ms = t_mem.elapsed().as_secs_f64() * 1e3;
+    log::info!(
+        pid = pid, ms = memdump_ms, written = pstats.pages_written, zero = pstats.pages_zero,
+        read_ms = pstats.read_ns / 1_000_000, zero_ms = pstats.zero_ns / 1_000_000, write_ms = pstats.write_ns / 1_000_000;
+        "memory dumped"
+    );
 
     let kobj = TaskKobjIdsEntry {
         vm_id: 1,
@@ -340,6 +346,7 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
             }),
             ..Default::default()
         }),
+        ..Default::default()
     };
     let state = TaskState {
         pstree: PstreeEntry {

@@ -32,6 +32,7 @@ impl FileIds {
                 name: path.to_string(),
                 ..Default::default()
             }),
+            ..Default::default()
         });
         id
     }

@@ -118,8 +118,11 @@ fn main() -> ExitCode {
                 Ok(st) => {
                     log::logger().flush();
                     eprintln!(
-                        "cryo: dumped pid {pid}: frozen {:.1} ms, {} pages written ({} zero pages skipped)",
-                        st.frozen_ms, st.pages.pages_written, st.pages.pages_zero
+                        "cryo: dumped pid {pid}: frozen {:.1} ms, {} pages written ({} zero pages skipped), peak RSS {} KiB",
+                        st.frozen_ms,
+                        st.pages.pages_written,
+                        st.pages.pages_zero,
+                        cryo::proc::own_peak_rss_kib()
                     );
                     ExitCode::SUCCESS
                 }
@@ -143,7 +146,10 @@ fn main() -> ExitCode {
             match restore::restore(&opts) {
                 Ok(restore::Outcome::Detached(pid)) => {
                     log::logger().flush();
-                    eprintln!("cryo: restored pid {pid}");
+                    eprintln!(
+                        "cryo: restored pid {pid}, peak RSS {} KiB",
+                        cryo::proc::own_peak_rss_kib()
+                    );
                     ExitCode::SUCCESS
                 }
                 Ok(restore::Outcome::Exited(code)) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -136,6 +136,52 @@ pub fn vma_entry(
     Ok((entry, file))
 }
 
+/// Checks what restore relies on: VMAs page-aligned, non-empty, sorted and disjoint;
+/// page runs inside VMAs. A corrupt or hostile image fails here, before any process exists.
+pub fn validate(
+    mm: &MmEntry,
+    pagemap: &[cryo_proto::criu::PagemapEntry],
+) -> std::result::Result<(), String> {
+    const VSYSCALL: u64 = 0xffff_ffff_ff60_0000;
+    let mut prev_end = 0u64;
+    for v in &mm.vmas {
+        if v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 || v.start >= v.end {
+            return Err(format!("bad VMA {:#x}-{:#x}", v.start, v.end));
+        }
+        if v.start < prev_end {
+            return Err(format!(
+                "VMA {:#x}-{:#x} overlaps the previous one",
+                v.start, v.end
+            ));
+        }
+        if v.end > 1 << 47 && v.start != VSYSCALL {
+            return Err(format!(
+                "VMA {:#x}-{:#x} is outside the user address space",
+                v.start, v.end
+            ));
+        }
+        prev_end = v.end;
+    }
+    for e in pagemap {
+        let n = e.nr_pages.unwrap_or(e.compat_nr_pages as u64);
+        let end = n
+            .checked_mul(PAGE_SIZE)
+            .and_then(|l| l.checked_add(e.vaddr));
+        let inside = end.is_some_and(|end| {
+            mm.vmas
+                .iter()
+                .any(|v| v.start <= e.vaddr && end <= v.end && !is_special(v.status))
+        });
+        if e.vaddr % PAGE_SIZE != 0 || n == 0 || !inside {
+            return Err(format!(
+                "page run at {:#x} ({n} pages) is not inside one mapping",
+                e.vaddr
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The `madvise` advices recorded for a VMA.
 pub fn madvices(e: &VmaEntry) -> impl Iterator<Item = i32> + '_ {
     let m = e.madv.unwrap_or(0);

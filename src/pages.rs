@@ -26,6 +26,10 @@ pub struct Stats {
     pub pages_scanned: u64,
     pub pages_zero: u64,
     pub pages_written: u64,
+    /// Time spent copying from the target, checking for zero pages, and writing.
+    pub read_ns: u64,
+    pub zero_ns: u64,
+    pub write_ns: u64,
 }
 
 /// The page runs of one VMA that must be saved.
@@ -92,6 +96,8 @@ pub struct PageDumper {
     pages: crate::image::ImgWriter,
     entries: Vec<PagemapEntry>,
     buf: Vec<u8>,
+    /// Start of the VMA being dumped: entries never span two VMAs (as in CRIU).
+    vma_start: u64,
     pub stats: Stats,
 }
 
@@ -101,6 +107,7 @@ impl PageDumper {
             pages: dir.raw_writer(&format!("pages-{pages_id}.img"))?,
             entries: Vec::new(),
             buf: vec![0u8; WINDOW],
+            vma_start: 0,
             stats: Stats::default(),
         })
     }
@@ -109,19 +116,27 @@ impl PageDumper {
         let nr = len / PAGE_SIZE;
         if let Some(last) = self.entries.last_mut() {
             let n = last.nr_pages.unwrap_or(0);
-            if last.vaddr + n * PAGE_SIZE == vaddr && n + nr <= u32::MAX as u64 {
+            if last.vaddr >= self.vma_start
+                && last.vaddr + n * PAGE_SIZE == vaddr
+                && n + nr <= u32::MAX as u64
+            {
                 last.nr_pages = Some(n + nr);
-                last.compat_nr_pages = Some((n + nr) as u32);
+                last.compat_nr_pages = (n + nr) as u32;
                 return;
             }
         }
         self.entries.push(PagemapEntry {
             vaddr,
             nr_pages: Some(nr),
-            compat_nr_pages: Some(nr as u32),
+            compat_nr_pages: nr as u32,
             flags: Some(PE_PRESENT),
             ..Default::default()
         });
+    }
+
+    /// Starts the runs of a new VMA.
+    pub fn start_vma(&mut self, start: u64) {
+        self.vma_start = start;
     }
 
     /// Copies `[start, end)` of `pid`; `skip_zero` drops all-zero pages (anonymous
@@ -132,7 +147,11 @@ impl PageDumper {
             let len = ((end - addr) as usize).min(WINDOW);
             let mut buf = std::mem::take(&mut self.buf);
             let chunk = &mut buf[..len];
+            let t = std::time::Instant::now();
             read_mem(pid, addr, chunk)?;
+            self.stats.read_ns += t.elapsed().as_nanos() as u64;
+            let t = std::time::Instant::now();
+            let written_before = self.stats.write_ns;
             // Write maximal runs of non-zero pages.
             let mut run_start: Option<usize> = None;
             for (i, page) in chunk.chunks(PAGE_SIZE as usize).enumerate() {
@@ -150,6 +169,8 @@ impl PageDumper {
             if let Some(s) = run_start {
                 self.write(addr, chunk, s, len)?;
             }
+            let writing = self.stats.write_ns - written_before;
+            self.stats.zero_ns += (t.elapsed().as_nanos() as u64).saturating_sub(writing);
             self.buf = buf;
             addr += len as u64;
         }
@@ -157,7 +178,9 @@ impl PageDumper {
     }
 
     fn write(&mut self, base: u64, chunk: &[u8], s: usize, e: usize) -> Result<()> {
+        let t = std::time::Instant::now();
         self.pages.put(&chunk[s..e])?;
+        self.stats.write_ns += t.elapsed().as_nanos() as u64;
         self.stats.pages_written += ((e - s) as u64) / PAGE_SIZE;
         self.push(base + s as u64, (e - s) as u64);
         Ok(())
@@ -192,11 +215,19 @@ pub fn read_pagemap(dir: &ImageDir, pid: i32) -> Result<(u32, Vec<PagemapEntry>)
 /// Makes the target read its pages from the pages image (open in it as `pages_fd`).
 /// Page runs follow each other in the file, so one injected `preadv` fills up to
 /// `IOV_BATCH` runs: a few syscalls restore any number of runs.
-pub fn restore_pages(inj: &Injector, entries: &[PagemapEntry], pages_fd: i32, iov_off: u64) -> Result<u64> {
+pub fn restore_pages(
+    inj: &Injector,
+    entries: &[PagemapEntry],
+    pages_fd: i32,
+    iov_off: u64,
+) -> Result<u64> {
     let pid = inj.pid.as_raw();
     let mut runs: Vec<(u64, u64)> = Vec::new();
-    for e in entries.iter().filter(|e| e.flags.unwrap_or(PE_PRESENT) & PE_PRESENT != 0) {
-        let mut len = e.nr_pages.unwrap_or(e.compat_nr_pages.unwrap_or(0) as u64) * PAGE_SIZE;
+    for e in entries
+        .iter()
+        .filter(|e| e.flags.unwrap_or(PE_PRESENT) & PE_PRESENT != 0)
+    {
+        let mut len = e.nr_pages.unwrap_or(e.compat_nr_pages as u64) * PAGE_SIZE;
         let mut vaddr = e.vaddr;
         while len > 0 {
             let n = len.min(MAX_PREAD);
@@ -208,9 +239,16 @@ pub fn restore_pages(inj: &Injector, entries: &[PagemapEntry], pages_fd: i32, io
     let mut off = 0u64;
     for batch in batches(&runs) {
         let want: u64 = batch.iter().map(|r| r.1).sum();
-        let iov: Vec<u8> = batch.iter().flat_map(|(a, l)| a.to_ne_bytes().into_iter().chain(l.to_ne_bytes())).collect();
+        let iov: Vec<u8> = batch
+            .iter()
+            .flat_map(|(a, l)| a.to_ne_bytes().into_iter().chain(l.to_ne_bytes()))
+            .collect();
         let iov_addr = inj.put(iov_off, &iov)?;
-        let got = inj.call("preadv", libc::SYS_preadv, &[pages_fd as u64, iov_addr, batch.len() as u64, off, 0])?;
+        let got = inj.call(
+            "preadv",
+            libc::SYS_preadv,
+            &[pages_fd as u64, iov_addr, batch.len() as u64, off, 0],
+        )?;
         if got != want {
             return Err(Error::Restore {
                 pid,
@@ -250,9 +288,14 @@ mod tests {
     fn batching_respects_iov_max_and_byte_cap() {
         let runs: Vec<(u64, u64)> = (0..2500).map(|i| (i * 8192, 4096)).collect();
         let b = super::batches(&runs);
-        assert_eq!(b.iter().map(|x| x.len()).collect::<Vec<_>>(), vec![1024, 1024, 452]);
+        assert_eq!(
+            b.iter().map(|x| x.len()).collect::<Vec<_>>(),
+            vec![1024, 1024, 452]
+        );
         let big = vec![(0, 1 << 29); 5];
-        assert!(super::batches(&big).iter().all(|x| x.iter().map(|r| r.1).sum::<u64>() <= super::MAX_PREAD));
+        assert!(super::batches(&big)
+            .iter()
+            .all(|x| x.iter().map(|r| r.1).sum::<u64>() <= super::MAX_PREAD));
     }
 
     #[test]

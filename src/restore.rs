@@ -138,9 +138,11 @@ fn load(dir: &ImageDir) -> Result<Images> {
         .ok_or_else(|| invalid(dir, "cryo-cpu", "no cpu state"))?;
     let extra: TaskExtraEntry = cr.next_entry()?.unwrap_or_default();
     let (pages_id, pagemap) = pages::read_pagemap(dir, pid as i32)?;
+    let mm: MmEntry = dir.read_one(&format!("mm-{pid}.img"), image::MM)?;
+    mm::validate(&mm, &pagemap).map_err(|m| invalid(dir, &format!("mm-{pid}.img"), m))?;
     Ok(Images {
         core,
-        mm: dir.read_one(&format!("mm-{pid}.img"), image::MM)?,
+        mm,
         fs: dir.read_one(&format!("fs-{pid}.img"), image::FS)?,
         fdinfo: dir
             .reader(&format!("fdinfo-{}.img", ids.files_id), image::FDINFO)?

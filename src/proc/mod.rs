@@ -197,6 +197,18 @@ pub fn parse_auxv(b: &[u8]) -> Vec<u64> {
         .collect()
 }
 
+/// Peak resident memory of this process (VmHWM) in KiB: what the dumper itself cost.
+pub fn own_peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Whether `/proc/PID` exists.
 pub fn exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
