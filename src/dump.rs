@@ -46,14 +46,106 @@ pub struct DumpStats {
 /// Everything collected about one process, in CRIU's messages.
 pub struct TaskState {
     pub pstree: PstreeEntry,
-    pub core: CoreEntry,
+    /// One core image per thread, the leader's first (only it carries `tc` and `ids`).
+    pub cores: Vec<CoreEntry>,
     pub ids: TaskKobjIdsEntry,
     pub mm: MmEntry,
     pub fs: FsEntry,
     pub fdinfo: Vec<FdinfoEntry>,
     pub files: Vec<FileEntry>,
-    pub cpu: CpuStateEntry,
+    /// Raw XSAVE per thread, same order as `cores`.
+    pub cpus: Vec<CpuStateEntry>,
     pub extra: TaskExtraEntry,
+}
+
+/// Per-thread state: what the thread itself must be asked (altstack, clear_child_tid,
+/// pdeath signal, securebits) runs as injected syscalls in that thread.
+fn dump_thread(
+    seized: &mut Seized,
+    idx: usize,
+    vdso: Option<(u64, u64)>,
+) -> Result<(CoreEntry, CpuStateEntry)> {
+    let pid = seized.pid.as_raw();
+    let th = &seized.threads[idx];
+    let (tid, image_regs, sigmask) = (th.tid, th.image_regs, th.sigmask);
+    let t = tid.as_raw();
+    let inj = seized.injector(idx, vdso)?;
+    let (scratch, _) = inj.scratch()?;
+    let sas = signals::dump_altstack(&inj)?;
+    inj.call(
+        "prctl",
+        libc::SYS_prctl,
+        &[libc::PR_GET_TID_ADDRESS as u64, scratch],
+    )?;
+    let clear_tid = u64::from_ne_bytes(inj.get(0, 8)?.try_into().unwrap_or_default());
+    inj.call(
+        "prctl",
+        libc::SYS_prctl,
+        &[libc::PR_GET_PDEATHSIG as u64, scratch],
+    )?;
+    let pdeath = u32::from_ne_bytes(inj.get(0, 4)?.try_into().unwrap_or_default());
+    let secbits = inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_SECUREBITS as u64])? as u32;
+    let xsave = raw::get_xstate(tid).map_err(Error::sys("PTRACE_GETREGSET(NT_X86_XSTATE)", t))?;
+    let rseq = raw::get_rseq_config(tid).map_err(Error::sys("PTRACE_GET_RSEQ_CONFIGURATION", t))?;
+    let (futex_rla, futex_rla_len) =
+        sysproc::get_robust_list(tid).map_err(Error::sys("get_robust_list", t))?;
+    let signals_p = signals::dump_pending(tid, false)?;
+    let status = proc::parse_status(&proc::read(pid, &format!("task/{t}/status"))?)?;
+    let comm = proc::read(pid, &format!("task/{t}/comm"))?
+        .trim_end_matches('\n')
+        .to_string();
+    let creds = CredsEntry {
+        uid: status.uids[0],
+        euid: status.uids[1],
+        suid: status.uids[2],
+        fsuid: status.uids[3],
+        gid: status.gids[0],
+        egid: status.gids[1],
+        sgid: status.gids[2],
+        fsgid: status.gids[3],
+        cap_inh: u32_words(status.cap_inh),
+        cap_prm: u32_words(status.cap_prm),
+        cap_eff: u32_words(status.cap_eff),
+        cap_bnd: u32_words(status.cap_bnd),
+        secbits,
+        groups: status.groups.clone(),
+        ..Default::default()
+    };
+    let core = CoreEntry {
+        mtype: March::X8664 as i32,
+        thread_info: Some(ThreadInfoX86 {
+            clear_tid_addr: clear_tid,
+            gpregs: cpu::regs_to_entry(&image_regs),
+            fpregs: cpu::fpregs_entry(&xsave),
+            tls: Vec::new(),
+        }),
+        thread_core: Some(ThreadCoreEntry {
+            futex_rla,
+            futex_rla_len: futex_rla_len as u32,
+            blk_sigset: Some(sigmask),
+            sas: Some(sas),
+            pdeath_sig: Some(pdeath),
+            signals_p: Some(signals_p),
+            creds: Some(creds),
+            comm: Some(comm),
+            rseq_entry: (rseq.rseq_abi_pointer != 0).then_some(RseqEntry {
+                rseq_abi_pointer: rseq.rseq_abi_pointer,
+                rseq_abi_size: rseq.rseq_abi_size,
+                signature: rseq.signature,
+                rseq_cs_pointer: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok((
+        core,
+        CpuStateEntry {
+            tid: t as u32,
+            xsave,
+            xcr0: None,
+        },
+    ))
 }
 
 fn u32_words(v: u64) -> Vec<u32> {
@@ -98,13 +190,6 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
         return Err(Error::NoProcess { pid });
     }
     let stat = proc::parse_stat(&proc::read(pid, "stat")?)?;
-    if stat.num_threads > 1 {
-        return Err(Error::Unsupported {
-            pid,
-            what: format!("a process with {} threads", stat.num_threads),
-            why: "multi-threaded processes are not supported yet".into(),
-        });
-    }
     if stat.sid != pid && !opts.shell_job {
         return Err(Error::Unsupported {
             pid,
@@ -152,34 +237,18 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
         .find(|v| v.name == "[vdso]")
         .map(|v| (v.start, v.end));
 
-    // What only the task can tell, by injected syscalls.
-    let inj = seized.injector(vdso)?;
+    // What only the process can tell, by injected syscalls (in the leader).
+    let inj = seized.injector(0, vdso)?;
+    let (scratch, _) = inj.scratch()?;
     let brk = inj.call("brk", libc::SYS_brk, &[0])?;
     let sigactions = signals::dump_sigactions(&inj)?;
-    let sas = signals::dump_altstack(&inj)?;
-    let (scratch, _) = inj.scratch()?;
-    inj.call(
-        "prctl",
-        libc::SYS_prctl,
-        &[libc::PR_GET_TID_ADDRESS as u64, scratch],
-    )?;
-    let clear_tid = u64::from_ne_bytes(inj.get(0, 8)?.try_into().unwrap_or_default());
-    inj.call(
-        "prctl",
-        libc::SYS_prctl,
-        &[libc::PR_GET_PDEATHSIG as u64, scratch],
-    )?;
-    let pdeath = u32::from_ne_bytes(inj.get(0, 4)?.try_into().unwrap_or_default());
-    let secbits = inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_SECUREBITS as u64])? as u32;
     let dumpable = inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64])? as i32;
-    let subreaper = {
-        inj.call(
-            "prctl",
-            libc::SYS_prctl,
-            &[libc::PR_GET_CHILD_SUBREAPER as u64, scratch],
-        )?;
-        u32::from_ne_bytes(inj.get(0, 4)?.try_into().unwrap_or_default()) != 0
-    };
+    inj.call(
+        "prctl",
+        libc::SYS_prctl,
+        &[libc::PR_GET_CHILD_SUBREAPER as u64, scratch],
+    )?;
+    let subreaper = u32::from_ne_bytes(inj.get(0, 4)?.try_into().unwrap_or_default()) != 0;
 
     // Address space.
     let mut ids = FileIds::default();
@@ -241,38 +310,27 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
         umask: Some(status.umask),
     };
 
-    // CPU, signals, misc.
-    let xsave = raw::get_xstate(tid).map_err(Error::sys("PTRACE_GETREGSET(NT_X86_XSTATE)", pid))?;
-    let rseq =
-        raw::get_rseq_config(tid).map_err(Error::sys("PTRACE_GET_RSEQ_CONFIGURATION", pid))?;
-    let (futex_rla, futex_rla_len) =
-        sysproc::get_robust_list(tid).map_err(Error::sys("get_robust_list", pid))?;
-    let signals_p = signals::dump_pending(tid, false)?;
+    // Threads; then process-wide signals, limits, misc.
+    let mut cores = Vec::with_capacity(seized.threads.len());
+    let mut cpus = Vec::with_capacity(seized.threads.len());
+    for i in 0..seized.threads.len() {
+        let (core, cpu) = dump_thread(seized, i, vdso)?;
+        cores.push(core);
+        cpus.push(cpu);
+    }
     let signals_s = signals::dump_pending(tid, true)?;
-    let mut rlimits = Vec::new();
-    for r in 0..RLIM_NLIMITS {
-        let (cur, max) = sysproc::prlimit(tid, r, None).map_err(Error::sys("prlimit64", pid))?;
-        rlimits.push(RlimitEntry { cur, max });
+    let rlimits: Vec<RlimitEntry> = proc::parse_limits(&proc::read(pid, "limits")?)?
+        .into_iter()
+        .map(|(cur, max)| RlimitEntry { cur, max })
+        .collect();
+    if rlimits.len() < RLIM_NLIMITS as usize {
+        return Err(Error::Parse {
+            path: "limits".into(),
+            msg: format!("{} limits, expected {RLIM_NLIMITS}", rlimits.len()),
+        });
     }
     let personality = u32::from_str_radix(proc::read(pid, "personality")?.trim(), 16).unwrap_or(0);
     let oom_score_adj = proc::read(pid, "oom_score_adj")?.trim().parse().ok();
-    let creds = CredsEntry {
-        uid: status.uids[0],
-        euid: status.uids[1],
-        suid: status.uids[2],
-        fsuid: status.uids[3],
-        gid: status.gids[0],
-        egid: status.gids[1],
-        sgid: status.gids[2],
-        fsgid: status.gids[3],
-        cap_inh: u32_words(status.cap_inh),
-        cap_prm: u32_words(status.cap_prm),
-        cap_eff: u32_words(status.cap_eff),
-        cap_bnd: u32_words(status.cap_bnd),
-        secbits,
-        groups: status.groups.clone(),
-        ..Default::default()
-    };
 
     // Memory, while frozen.
     let t_mem = Instant::now();
@@ -306,67 +364,40 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
         sighand_id: 1,
         ..Default::default()
     };
-    let core = CoreEntry {
-        mtype: March::X8664 as i32,
-        thread_info: Some(ThreadInfoX86 {
-            clear_tid_addr: clear_tid,
-            gpregs: cpu::regs_to_entry(&seized.image_regs),
-            fpregs: cpu::fpregs_entry(&xsave),
-            tls: Vec::new(),
-        }),
-        tc: Some(TaskCoreEntry {
-            task_state: TASK_ALIVE,
-            exit_code: 0,
-            personality,
-            flags: stat.flags as u32,
-            blk_sigset: seized.sigmask,
-            comm: stat.comm.clone(),
-            rlimits: Some(TaskRlimitsEntry { rlimits }),
-            signals_s: Some(signals_s),
-            oom_score_adj,
-            sigactions,
-            child_subreaper: Some(subreaper),
-            ..Default::default()
-        }),
-        ids: Some(kobj),
-        thread_core: Some(ThreadCoreEntry {
-            futex_rla,
-            futex_rla_len: futex_rla_len as u32,
-            blk_sigset: Some(seized.sigmask),
-            sas: Some(sas),
-            pdeath_sig: Some(pdeath),
-            signals_p: Some(signals_p),
-            creds: Some(creds),
-            comm: Some(stat.comm.clone()),
-            rseq_entry: (rseq.rseq_abi_pointer != 0).then_some(RseqEntry {
-                rseq_abi_pointer: rseq.rseq_abi_pointer,
-                rseq_abi_size: rseq.rseq_abi_size,
-                signature: rseq.signature,
-                rseq_cs_pointer: None,
-            }),
-            ..Default::default()
-        }),
+    cores[0].tc = Some(TaskCoreEntry {
+        task_state: TASK_ALIVE,
+        exit_code: 0,
+        personality,
+        flags: stat.flags as u32,
+        blk_sigset: seized.threads[0].sigmask,
+        comm: stat.comm.clone(),
+        rlimits: Some(TaskRlimitsEntry { rlimits }),
+        signals_s: Some(signals_s),
+        oom_score_adj,
+        sigactions,
+        child_subreaper: Some(subreaper),
         ..Default::default()
-    };
+    });
+    cores[0].ids = Some(kobj);
     let state = TaskState {
         pstree: PstreeEntry {
             pid: pid as u32,
             ppid: stat.ppid as u32,
             pgid: stat.pgid as u32,
             sid: stat.sid as u32,
-            threads: vec![pid as u32],
+            threads: seized
+                .threads
+                .iter()
+                .map(|t| t.tid.as_raw() as u32)
+                .collect(),
         },
-        core,
+        cores,
         ids: kobj,
         mm,
         fs,
         fdinfo,
         files: ids.files,
-        cpu: CpuStateEntry {
-            tid: pid as u32,
-            xsave,
-            xcr0: None,
-        },
+        cpus,
         extra: TaskExtraEntry {
             cap_amb: Some(status.cap_amb),
             no_new_privs: Some(status.no_new_privs),
@@ -387,7 +418,9 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
 pub fn write_images(dir: &ImageDir, t: &TaskState) -> Result<()> {
     let pid = t.pstree.pid;
     dir.write_one("pstree.img", image::PSTREE, &t.pstree)?;
-    dir.write_one(&format!("core-{pid}.img"), image::CORE, &t.core)?;
+    for (tid, core) in t.pstree.threads.iter().zip(&t.cores) {
+        dir.write_one(&format!("core-{tid}.img"), image::CORE, core)?;
+    }
     dir.write_one(&format!("ids-{pid}.img"), image::IDS, &t.ids)?;
     dir.write_one(&format!("mm-{pid}.img"), image::MM, &t.mm)?;
     dir.write_one(&format!("fs-{pid}.img"), image::FS, &t.fs)?;
@@ -406,8 +439,10 @@ pub fn write_images(dir: &ImageDir, t: &TaskState) -> Result<()> {
         format_version: CRYO_FORMAT_VERSION,
         cryo_version: Some(env!("CARGO_PKG_VERSION").into()),
     })?;
-    w.entry(&t.cpu)?;
     w.entry(&t.extra)?;
+    for c in &t.cpus {
+        w.entry(c)?;
+    }
     w.finish()?;
     let uptime = std::fs::read_to_string("/proc/uptime")
         .ok()

@@ -3,6 +3,7 @@
 //! Modules are named for the concern they hold; the dump and restore halves of one
 //! concern sit side by side. All `unsafe` code lives in `sys`.
 
+pub mod binlog;
 pub mod check;
 pub mod cpu;
 pub mod creds;

@@ -24,6 +24,8 @@ pub enum Stop {
     Event,
     /// Syscall entry or exit (with PTRACE_O_TRACESYSGOOD).
     Syscall,
+    /// PTRACE_EVENT_CLONE: the traced thread just created a thread (PTRACE_O_TRACECLONE).
+    Clone,
     /// A signal is about to be delivered.
     Signal(i32),
 }
@@ -35,6 +37,7 @@ pub fn wait_stop(pid: Pid) -> Result<Stop> {
             waitpid(pid, Some(WaitPidFlag::__WALL)).map_err(Error::sys("waitpid", pid.as_raw()))?;
         return match st {
             WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_STOP => Ok(Stop::Event),
+            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_CLONE => Ok(Stop::Clone),
             WaitStatus::PtraceEvent(_, sig, ev) => Err(Error::Trace {
                 pid: pid.as_raw(),
                 what: format!("unexpected ptrace event {ev} (signal {sig})"),
@@ -109,18 +112,21 @@ impl Injector {
         r.r9 = a(5);
         let pid = self.pid.as_raw();
         raw::set_regs(self.pid, &r).map_err(Error::sys("PTRACE_SETREGS", pid))?;
-        // Entry stop, then exit stop.
+        // Entry stop, then exit stop (a clone event may come between them).
         for phase in ["entry", "exit"] {
-            raw::syscall(self.pid, 0).map_err(Error::sys("PTRACE_SYSCALL", pid))?;
-            match wait_stop(self.pid)? {
-                Stop::Syscall => {}
-                other => {
-                    return Err(Error::Trace {
-                        pid,
-                        what: format!(
-                            "injected {name}: expected syscall {phase} stop, got {other:?}"
-                        ),
-                    })
+            loop {
+                raw::syscall(self.pid, 0).map_err(Error::sys("PTRACE_SYSCALL", pid))?;
+                match wait_stop(self.pid)? {
+                    Stop::Syscall => break,
+                    Stop::Clone if phase == "exit" => continue,
+                    other => {
+                        return Err(Error::Trace {
+                            pid,
+                            what: format!(
+                                "injected {name}: expected syscall {phase} stop, got {other:?}"
+                            ),
+                        })
+                    }
                 }
             }
         }

@@ -60,12 +60,14 @@ pub enum Outcome {
 /// The images of one process, as read.
 struct Images {
     pstree: PstreeEntry,
+    /// Leader's core (carries `tc`, the process-wide state).
     core: CoreEntry,
+    /// Every thread, leader first: (tid, core, raw XSAVE).
+    threads: Vec<(u32, CoreEntry, Vec<u8>)>,
     mm: MmEntry,
     fs: FsEntry,
     fdinfo: Vec<FdinfoEntry>,
     files: Vec<FileEntry>,
-    cpu: CpuStateEntry,
     extra: TaskExtraEntry,
     pages_id: u32,
     pagemap: Vec<PagemapEntry>,
@@ -133,22 +135,47 @@ fn load(dir: &ImageDir) -> Result<Images> {
             ),
         ));
     }
-    let cpu: CpuStateEntry = cr
-        .next_entry()?
-        .ok_or_else(|| invalid(dir, "cryo-cpu", "no cpu state"))?;
     let extra: TaskExtraEntry = cr.next_entry()?.unwrap_or_default();
+    let cpus: Vec<CpuStateEntry> = cr.all()?;
+    // Leader first, then the other threads in pstree order.
+    let mut tids: Vec<u32> = vec![pid];
+    tids.extend(pstree.threads.iter().copied().filter(|&t| t != pid));
+    let mut threads = Vec::with_capacity(tids.len());
+    for &tid in &tids {
+        let name = format!("core-{tid}.img");
+        let c: CoreEntry = if tid == pid {
+            core.clone()
+        } else {
+            dir.read_one(&name, image::CORE)?
+        };
+        if c.thread_info.is_none() {
+            return Err(invalid(dir, &name, "no registers"));
+        }
+        let xsave = cpus
+            .iter()
+            .find(|x| x.tid == tid)
+            .map(|x| x.xsave.clone())
+            .ok_or_else(|| {
+                invalid(
+                    dir,
+                    &format!("cryo-cpu-{pid}.img"),
+                    format!("no CPU state for thread {tid}"),
+                )
+            })?;
+        threads.push((tid, c, xsave));
+    }
     let (pages_id, pagemap) = pages::read_pagemap(dir, pid as i32)?;
     let mm: MmEntry = dir.read_one(&format!("mm-{pid}.img"), image::MM)?;
     mm::validate(&mm, &pagemap).map_err(|m| invalid(dir, &format!("mm-{pid}.img"), m))?;
     Ok(Images {
         core,
+        threads,
         mm,
         fs: dir.read_one(&format!("fs-{pid}.img"), image::FS)?,
         fdinfo: dir
             .reader(&format!("fdinfo-{}.img", ids.files_id), image::FDINFO)?
             .all()?,
         files: dir.reader("files.img", image::FILES)?.all()?,
-        cpu,
         extra,
         pages_id,
         pagemap,
@@ -203,7 +230,14 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         if self.armed {
             let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(self.pid, None);
+            // Reap every traced thread, then the leader (cryo restore has no other child).
+            use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+            while let Ok(st) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
+                if matches!(st, WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _) if p == self.pid)
+                {
+                    break;
+                }
+            }
             log::warn!(pid = self.pid.as_raw(); "restore failed; process removed");
         }
     }
@@ -395,7 +429,8 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     };
     raw::seize(
         child,
-        (libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL) as usize,
+        (libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACECLONE)
+            as usize,
     )
     .map_err(Error::sys("PTRACE_SEIZE", pid))?;
     let mut go_w = std::fs::File::from(go_w);
@@ -424,7 +459,15 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
             })
         }
     }
-    rebuild(&img, &plan, child, pages_idx, &map_idx, exe_idx)?;
+    rebuild(
+        &img,
+        &plan,
+        child,
+        pages_idx,
+        &map_idx,
+        exe_idx,
+        !opts.detach,
+    )?;
     guard.armed = false;
     log::info!(pid = pid; "restored");
     if let Some(p) = &opts.pidfile {
@@ -549,6 +592,7 @@ fn rebuild(
     pages_idx: usize,
     map_idx: &HashMap<u32, usize>,
     exe_idx: usize,
+    rearm_pdeath: bool,
 ) -> Result<()> {
     let pid = child.as_raw();
     let svc = |i: usize| (plan.base + i as i32) as u64;
@@ -709,48 +753,15 @@ fn rebuild(
         &[libc::PR_SET_MM as u64, 14, map_addr, map.len() as u64, 0],
     )?;
 
-    // Signals, per-thread kernel state.
+    // Process-wide signal and task state (leader).
     let tc = img.core.tc.clone().unwrap_or_default();
-    let th = img.core.thread_core.clone().unwrap_or_default();
-    let ti = img.core.thread_info.clone().unwrap_or_default();
     signals::restore_sigactions(&inj, &tc.sigactions)?;
-    if let Some(sas) = &th.sas {
-        signals::restore_altstack(&inj, sas)?;
-    }
-    if th.futex_rla != 0 {
-        inj.call(
-            "set_robust_list",
-            libc::SYS_set_robust_list,
-            &[th.futex_rla, th.futex_rla_len as u64],
-        )?;
-    }
-    inj.call(
-        "set_tid_address",
-        libc::SYS_set_tid_address,
-        &[ti.clear_tid_addr],
-    )?;
     if tc.child_subreaper == Some(true) {
         inj.call(
             "prctl",
             libc::SYS_prctl,
             &[libc::PR_SET_CHILD_SUBREAPER as u64, 1],
         )?;
-    }
-    inj.call(
-        "prctl",
-        libc::SYS_prctl,
-        &[
-            libc::PR_SET_PDEATHSIG as u64,
-            th.pdeath_sig.unwrap_or(0) as u64,
-        ],
-    )?;
-    let own_groups = nix::unistd::getgroups()
-        .unwrap_or_default()
-        .iter()
-        .map(|g| g.as_raw())
-        .collect::<Vec<_>>();
-    if let Some(c) = &th.creds {
-        creds::restore(&inj, c, &img.extra, &own_groups)?;
     }
     if let Some(d) = img.mm.dumpable {
         inj.call(
@@ -760,46 +771,149 @@ fn rebuild(
         )?;
     }
     if let Some(q) = &tc.signals_s {
-        signals::restore_pending(&inj, q, true)?;
+        signals::restore_pending(&inj, pid, pid, q, true)?;
     }
-    if let Some(q) = &th.signals_p {
-        signals::restore_pending(&inj, q, false)?;
+
+    // The other threads, created by the leader with their TIDs; each stops at birth
+    // (PTRACE_O_TRACECLONE) and is driven like the leader.
+    let mut injs = vec![(child, inj)];
+    for (tid, _, _) in img.threads.iter().skip(1) {
+        let leader = &injs[0].1;
+        let tid_addr = leader.put(8192 + 128, &(*tid as i32).to_ne_bytes())?;
+        let flags = (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM) as u64;
+        // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+        // stack_size, tls, set_tid, set_tid_size, cgroup.
+        let args: Vec<u8> = [flags, 0, 0, 0, 0, 0, 0, 0, tid_addr, 1, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let args_addr = leader.put(8192, &args)?;
+        let got = leader.call(
+            "clone3(thread)",
+            libc::SYS_clone3,
+            &[args_addr, args.len() as u64],
+        )?;
+        if got != *tid as u64 {
+            return Err(Error::Restore {
+                pid,
+                msg: format!("thread created as {got}, wanted {tid}"),
+            });
+        }
+        let t = Pid::from_raw(*tid as i32);
+        match tr::wait_stop(t)? {
+            Stop::Event | Stop::Signal(libc::SIGSTOP) => {}
+            other => {
+                return Err(Error::Restore {
+                    pid,
+                    msg: format!("new thread {tid}: unexpected stop {other:?}"),
+                })
+            }
+        }
+        let base = raw::get_regs(t).map_err(Error::sys("PTRACE_GETREGS", *tid as i32))?;
+        let ti = Injector {
+            pid: t,
+            syscall_ip: leader.syscall_ip,
+            base,
+            scratch: leader.scratch,
+        };
+        injs.push((t, ti));
     }
+
+    // Per-thread kernel state.
+    let own_groups = nix::unistd::getgroups()
+        .unwrap_or_default()
+        .iter()
+        .map(|g| g.as_raw())
+        .collect::<Vec<_>>();
+    for ((tid, core, _), (_, tinj)) in img.threads.iter().zip(&injs) {
+        let th = core.thread_core.clone().unwrap_or_default();
+        let ti = core.thread_info.clone().unwrap_or_default();
+        if let Some(sas) = &th.sas {
+            signals::restore_altstack(tinj, sas)?;
+        }
+        if th.futex_rla != 0 {
+            tinj.call(
+                "set_robust_list",
+                libc::SYS_set_robust_list,
+                &[th.futex_rla, th.futex_rla_len as u64],
+            )?;
+        }
+        tinj.call(
+            "set_tid_address",
+            libc::SYS_set_tid_address,
+            &[ti.clear_tid_addr],
+        )?;
+        if let Some(name) = &th.comm {
+            let mut b: Vec<u8> = name.as_bytes().iter().copied().take(15).collect();
+            b.push(0);
+            let addr = tinj.put(8192, &b)?;
+            tinj.call(
+                "prctl(PR_SET_NAME)",
+                libc::SYS_prctl,
+                &[libc::PR_SET_NAME as u64, addr],
+            )?;
+        }
+        if let Some(q) = &th.signals_p {
+            signals::restore_pending(tinj, pid, *tid as i32, q, false)?;
+        }
+        if let Some(c) = &th.creds {
+            creds::restore(tinj, c, &img.extra, &own_groups)?;
+        }
+        // After the credentials: a uid/gid change resets the parent-death signal. With
+        // --restore-detached the parent is cryo, which exits now: re-arming the signal
+        // would fire it at once, so it stays off (the original parent is not restored).
+        let pdeath = th.pdeath_sig.unwrap_or(0);
+        if pdeath != 0 && !rearm_pdeath {
+            log::warn!(tid = *tid, signal = pdeath; "parent-death signal not re-armed: the restorer is the parent and exits");
+        }
+        let pdeath = if rearm_pdeath { pdeath } else { 0 };
+        tinj.call(
+            "prctl",
+            libc::SYS_prctl,
+            &[libc::PR_SET_PDEATHSIG as u64, pdeath as u64],
+        )?;
+    }
+
     // Service fds and the scratch page go; rseq is registered last so the kernel checks
-    // the critical section against the final instruction pointer.
-    inj.call(
+    // any critical section against the final instruction pointer.
+    let leader = &injs[0].1;
+    leader.call(
         "close_range",
         libc::SYS_close_range,
         &[plan.base as u64, u32::MAX as u64, 0],
     )?;
-    inj.call("munmap", libc::SYS_munmap, &[plan.scratch, SCRATCH_LEN])?;
-    inj.scratch = None;
-    if let Some(r) = &th.rseq_entry {
-        inj.call(
-            "rseq",
-            libc::SYS_rseq,
-            &[
-                r.rseq_abi_pointer,
-                r.rseq_abi_size as u64,
-                0,
-                r.signature as u64,
-            ],
-        )?;
+    leader.call("munmap", libc::SYS_munmap, &[plan.scratch, SCRATCH_LEN])?;
+    for ((tid, core, xsave), (t, tinj)) in img.threads.iter().zip(&injs) {
+        let th = core.thread_core.clone().unwrap_or_default();
+        let ti = core.thread_info.clone().unwrap_or_default();
+        if let Some(r) = &th.rseq_entry {
+            tinj.call(
+                "rseq",
+                libc::SYS_rseq,
+                &[
+                    r.rseq_abi_pointer,
+                    r.rseq_abi_size as u64,
+                    0,
+                    r.signature as u64,
+                ],
+            )?;
+        }
+        fault_point("restore-before-regs")?;
+        let tid = *tid as i32;
+        raw::set_regs(*t, &cpu::entry_to_regs(&ti.gpregs))
+            .map_err(Error::sys("PTRACE_SETREGS", tid))?;
+        raw::set_xstate(*t, xsave).map_err(Error::sys("PTRACE_SETREGSET(NT_X86_XSTATE)", tid))?;
+        raw::set_sigmask(*t, th.blk_sigset.unwrap_or(tc.blk_sigset))
+            .map_err(Error::sys("PTRACE_SETSIGMASK", tid))?;
     }
-    fault_point("restore-before-regs")?;
-    if img.core.thread_info.is_none() {
-        return Err(Error::Restore {
-            pid,
-            msg: "core image has no registers".into(),
-        });
+    for (t, _) in &injs {
+        raw::detach(*t, 0).map_err(Error::sys("PTRACE_DETACH", t.as_raw()))?;
     }
-    raw::set_regs(child, &cpu::entry_to_regs(&ti.gpregs))
-        .map_err(Error::sys("PTRACE_SETREGS", pid))?;
-    raw::set_xstate(child, &img.cpu.xsave)
-        .map_err(Error::sys("PTRACE_SETREGSET(NT_X86_XSTATE)", pid))?;
-    raw::set_sigmask(child, th.blk_sigset.unwrap_or(tc.blk_sigset))
-        .map_err(Error::sys("PTRACE_SETSIGMASK", pid))?;
-    raw::detach(child, 0).map_err(Error::sys("PTRACE_DETACH", pid))?;
     Ok(())
 }
 

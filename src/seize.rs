@@ -1,6 +1,6 @@
-//! Freezing a task with ptrace, and the guard that guarantees it is resumed: whatever
-//! happens during the dump (error, fault injection, panic), dropping `Seized` puts the
-//! registers and signal mask back, removes cryo's scratch page and detaches.
+//! Freezing a process with ptrace, and the guard that guarantees it is resumed: whatever
+//! happens during the dump (error, fault injection, panic), dropping `Seized` puts every
+//! thread's registers and signal mask back, removes cryo's scratch page and detaches.
 
 use crate::error::{Error, Result};
 use crate::ptrace::{self as tr, Injector, Regs, Stop};
@@ -8,75 +8,124 @@ use crate::sys::ptrace as raw;
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
-pub struct Seized {
-    pub pid: Pid,
+/// One stopped thread.
+pub struct Thread {
+    pub tid: Pid,
     /// Registers at the stop, with an interrupted syscall turned into a restart.
     pub image_regs: Regs,
     live_regs: Regs,
     pub sigmask: u64,
+}
+
+pub struct Seized {
+    pub pid: Pid,
+    /// The thread group leader first.
+    pub threads: Vec<Thread>,
     scratch: Option<(u64, u64)>,
     syscall_ip: Option<u64>,
-    /// Set once the task is killed or detached: nothing left for Drop to undo.
+    /// Set once the process is killed or detached: nothing left for Drop to undo.
     released: bool,
 }
 
+fn list_tids(pid: Pid) -> Result<Vec<Pid>> {
+    let dir = format!("/proc/{pid}/task");
+    let mut v: Vec<i32> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::proc_io(pid.as_raw(), &dir, e))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    // Leader first.
+    v.sort_by_key(|&t| t != pid.as_raw());
+    Ok(v.into_iter().map(Pid::from_raw).collect())
+}
+
 impl Seized {
-    /// PTRACE_SEIZE + PTRACE_INTERRUPT, waiting for the interrupt stop.
+    /// Seizes and interrupts every thread, re-reading the thread list until no new
+    /// thread appears (a running thread may create one while others are being stopped).
     pub fn new(pid: Pid) -> Result<Self> {
-        let p = pid.as_raw();
-        raw::seize(pid, libc::PTRACE_O_TRACESYSGOOD as usize).map_err(|e| match e {
-            Errno::ESRCH => Error::NoProcess { pid: p },
-            Errno::EPERM => Error::Trace {
-                pid: p,
-                what:
-                    "permission denied to trace it (already traced, or cryo lacks CAP_SYS_PTRACE)"
-                        .into(),
-            },
-            e => Error::Sys {
-                call: "PTRACE_SEIZE",
-                pid: p,
-                source: e,
-            },
-        })?;
-        let stop = || -> Result<(Regs, u64)> {
-            raw::interrupt(pid).map_err(Error::sys("PTRACE_INTERRUPT", p))?;
-            loop {
-                match tr::wait_stop(pid)? {
-                    Stop::Event => break,
-                    // A signal was being delivered as we stopped it: let it through; the
-                    // interrupt is still pending and stops the task right after.
-                    Stop::Signal(sig) => {
-                        raw::cont(pid, sig).map_err(Error::sys("PTRACE_CONT", p))?
-                    }
-                    Stop::Syscall => raw::cont(pid, 0).map_err(Error::sys("PTRACE_CONT", p))?,
-                }
-            }
-            let regs = raw::get_regs(pid).map_err(Error::sys("PTRACE_GETREGS", p))?;
-            let mask = raw::get_sigmask(pid).map_err(Error::sys("PTRACE_GETSIGMASK", p))?;
-            // Injected syscalls run with every signal blocked, so none interrupts them.
-            raw::set_sigmask(pid, !0).map_err(Error::sys("PTRACE_SETSIGMASK", p))?;
-            Ok((regs, mask))
-        };
-        let (regs, sigmask) = stop().inspect_err(|_| {
-            let _ = raw::detach(pid, 0);
-        })?;
-        let (image_regs, live_regs) = tr::restart_adjusted(&regs);
-        let s = Seized {
+        let mut s = Seized {
             pid,
-            image_regs,
-            live_regs,
-            sigmask,
+            threads: Vec::new(),
             scratch: None,
             syscall_ip: None,
             released: false,
         };
-        log::info!(pid = p, ip = s.image_regs.rip, orig_ax = s.image_regs.orig_rax as i64; "seized");
+        loop {
+            let new: Vec<Pid> = list_tids(pid)?
+                .into_iter()
+                .filter(|t| !s.threads.iter().any(|x| x.tid == *t))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            for tid in new {
+                s.seize_one(tid)?;
+            }
+        }
+        log::info!(pid = pid.as_raw(), threads = s.threads.len(); "seized");
         Ok(s)
     }
 
-    /// Prepares syscall injection: a `syscall` instruction (found in the vDSO) and a
-    /// scratch page mapped in the target for pointer arguments.
-    pub fn injector(&mut self, vdso: Option<(u64, u64)>) -> Result<Injector> {
+    fn seize_one(&mut self, tid: Pid) -> Result<()> {
+        let t = tid.as_raw();
+        let leader = tid == self.pid;
+        match raw::seize(tid, libc::PTRACE_O_TRACESYSGOOD as usize) {
+            Ok(()) => {}
+            // A thread that exited meanwhile is simply not part of the dump.
+            Err(Errno::ESRCH) if !leader => return Ok(()),
+            Err(Errno::ESRCH) => return Err(Error::NoProcess { pid: t }),
+            Err(Errno::EPERM) => return Err(Error::Trace {
+                pid: t,
+                what:
+                    "permission denied to trace it (already traced, or cryo lacks CAP_SYS_PTRACE)"
+                        .into(),
+            }),
+            Err(e) => {
+                return Err(Error::Sys {
+                    call: "PTRACE_SEIZE",
+                    pid: t,
+                    source: e,
+                })
+            }
+        }
+        let stop = || -> Result<(Regs, u64)> {
+            raw::interrupt(tid).map_err(Error::sys("PTRACE_INTERRUPT", t))?;
+            loop {
+                match tr::wait_stop(tid)? {
+                    Stop::Event => break,
+                    // A signal was being delivered as we stopped it: let it through; the
+                    // interrupt is still pending and stops the thread right after.
+                    Stop::Signal(sig) => {
+                        raw::cont(tid, sig).map_err(Error::sys("PTRACE_CONT", t))?
+                    }
+                    Stop::Syscall | Stop::Clone => {
+                        raw::cont(tid, 0).map_err(Error::sys("PTRACE_CONT", t))?
+                    }
+                }
+            }
+            let regs = raw::get_regs(tid).map_err(Error::sys("PTRACE_GETREGS", t))?;
+            let mask = raw::get_sigmask(tid).map_err(Error::sys("PTRACE_GETSIGMASK", t))?;
+            // Injected syscalls run with every signal blocked, so none interrupts them.
+            raw::set_sigmask(tid, !0).map_err(Error::sys("PTRACE_SETSIGMASK", t))?;
+            Ok((regs, mask))
+        };
+        let (regs, sigmask) = stop().inspect_err(|_| {
+            let _ = raw::detach(tid, 0);
+        })?;
+        let (image_regs, live_regs) = tr::restart_adjusted(&regs);
+        log::debug!(tid = t, ip = image_regs.rip, orig_ax = image_regs.orig_rax as i64; "thread stopped");
+        self.threads.push(Thread {
+            tid,
+            image_regs,
+            live_regs,
+            sigmask,
+        });
+        Ok(())
+    }
+
+    /// Prepares syscall injection in thread `idx`: a `syscall` instruction (found in the
+    /// vDSO) and a scratch page in the target for pointer arguments (shared by threads).
+    pub fn injector(&mut self, idx: usize, vdso: Option<(u64, u64)>) -> Result<Injector> {
         let p = self.pid.as_raw();
         let ip = match self.syscall_ip {
             Some(ip) => ip,
@@ -94,10 +143,11 @@ impl Seized {
                 ip
             }
         };
+        let th = &self.threads[idx];
         let mut inj = Injector {
-            pid: self.pid,
+            pid: th.tid,
             syscall_ip: ip,
-            base: self.live_regs,
+            base: th.live_regs,
             scratch: None,
         };
         if self.scratch.is_none() {
@@ -111,41 +161,56 @@ impl Seized {
         Ok(inj)
     }
 
-    /// Undoes cryo's changes to the task: scratch page, registers, signal mask.
+    /// Undoes cryo's changes: scratch page, every thread's registers and signal mask.
     fn tidy(&mut self) -> Result<()> {
-        let p = self.pid.as_raw();
-        if let (Some((addr, len)), Some(ip)) = (self.scratch, self.syscall_ip) {
+        if let (Some((addr, len)), Some(ip), Some(th)) =
+            (self.scratch, self.syscall_ip, self.threads.first())
+        {
             let inj = Injector {
-                pid: self.pid,
+                pid: th.tid,
                 syscall_ip: ip,
-                base: self.live_regs,
+                base: th.live_regs,
                 scratch: None,
             };
             inj.call("munmap", libc::SYS_munmap, &[addr, len])?;
             self.scratch = None;
         }
-        raw::set_regs(self.pid, &self.live_regs).map_err(Error::sys("PTRACE_SETREGS", p))?;
-        raw::set_sigmask(self.pid, self.sigmask).map_err(Error::sys("PTRACE_SETSIGMASK", p))?;
+        for th in &self.threads {
+            let t = th.tid.as_raw();
+            raw::set_regs(th.tid, &th.live_regs).map_err(Error::sys("PTRACE_SETREGS", t))?;
+            raw::set_sigmask(th.tid, th.sigmask).map_err(Error::sys("PTRACE_SETSIGMASK", t))?;
+        }
         Ok(())
     }
 
-    /// Lets the task run on exactly as before the dump.
+    fn detach_all(&self) {
+        for th in &self.threads {
+            if let Err(e) = raw::detach(th.tid, 0) {
+                log::error!(tid = th.tid.as_raw(), err:% = e; "could not detach");
+            }
+        }
+    }
+
+    /// Lets the process run on exactly as before the dump.
     pub fn resume(mut self) -> Result<()> {
         self.tidy()?;
         self.released = true;
-        raw::detach(self.pid, 0).map_err(Error::sys("PTRACE_DETACH", self.pid.as_raw()))?;
+        self.detach_all();
         log::info!(pid = self.pid.as_raw(); "resumed");
         Ok(())
     }
 
-    /// Ends the task after a successful dump (the images now hold it).
+    /// Ends the process after a successful dump (the images now hold it).
     pub fn kill(mut self) -> Result<()> {
         self.released = true;
         let p = self.pid.as_raw();
         nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL)
             .map_err(Error::sys("kill", p))?;
-        // Consume the tracer's exit notification so the real parent can reap it.
-        let _ = nix::sys::wait::waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::__WALL));
+        // Consume the tracer's exit notifications so the real parent can reap it; the
+        // leader's comes only after every other thread's, so it is waited for last.
+        for th in self.threads.iter().rev() {
+            let _ = nix::sys::wait::waitpid(th.tid, Some(nix::sys::wait::WaitPidFlag::__WALL));
+        }
         log::info!(pid = p; "killed after dump");
         Ok(())
     }
@@ -158,11 +223,9 @@ impl Drop for Seized {
         }
         let p = self.pid.as_raw();
         if let Err(e) = self.tidy() {
-            log::error!(pid = p, err:% = e; "could not tidy the task before resuming it");
+            log::error!(pid = p, err:% = e; "could not tidy the process before resuming it");
         }
-        match raw::detach(self.pid, 0) {
-            Ok(()) => log::warn!(pid = p; "dump failed; task resumed"),
-            Err(e) => log::error!(pid = p, err:% = e; "could not detach"),
-        }
+        self.detach_all();
+        log::warn!(pid = p; "dump failed; process resumed");
     }
 }

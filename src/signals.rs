@@ -117,8 +117,14 @@ pub fn dump_pending(tid: Pid, shared: bool) -> Result<SignalQueueEntry> {
 }
 
 /// Re-queues signals in the target (run with every signal blocked).
-pub fn restore_pending(inj: &Injector, q: &SignalQueueEntry, shared: bool) -> Result<()> {
-    let pid = inj.pid.as_raw() as u64;
+pub fn restore_pending(
+    inj: &Injector,
+    pid: i32,
+    tid: i32,
+    q: &SignalQueueEntry,
+    shared: bool,
+) -> Result<()> {
+    let (pid, tid) = (pid as u64, tid as u64);
     for s in &q.signals {
         if s.siginfo.len() != 128 {
             return Err(Error::Restore {
@@ -138,7 +144,7 @@ pub fn restore_pending(inj: &Injector, q: &SignalQueueEntry, shared: bool) -> Re
             inj.call(
                 "rt_tgsigqueueinfo",
                 libc::SYS_rt_tgsigqueueinfo,
-                &[pid, pid, signo, addr],
+                &[pid, tid, signo, addr],
             )?;
         }
     }

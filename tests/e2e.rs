@@ -263,3 +263,41 @@ fn restore_without_detach_returns_exit_status() {
     );
     let _ = kill(Pid::from_raw(pid.as_raw()), Signal::SIGKILL);
 }
+
+#[test]
+fn threads_eight_with_own_state() {
+    let env = Env::new("threads");
+    let pid = env.start("threads", &["--threads", "8"]);
+    std::thread::sleep(Duration::from_millis(100));
+    env.cycle(pid);
+}
+
+#[test]
+fn threads_hundred() {
+    let env = Env::new("threads100");
+    let pid = env.start("threads", &["--threads", "100"]);
+    env.cycle(pid);
+}
+
+/// python3 with several interpreter threads (GIL, condition variables, thread-locals).
+#[test]
+fn real_program_python_threads() {
+    let env = Env::new("pythreads");
+    let pid = env.start("pythreads.py", &["--threads", "4"]);
+    std::thread::sleep(Duration::from_millis(100));
+    env.cycle(pid);
+}
+
+/// 50 consecutive dump/restore cycles of the multi-threaded workload: no failure, no
+/// leaked process (Env's drop checks), the workload verifies itself at the end.
+#[test]
+fn soak_fifty_cycles_threads() {
+    let env = Env::new("soak");
+    let pid = env.start("threads", &["--threads", "8"]);
+    for i in 0..50 {
+        env.dump(pid, &[]);
+        env.restore(pid, &[]);
+        std::fs::remove_dir_all(env.images()).unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+    }
+    env.verify(pid);
+}

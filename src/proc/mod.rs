@@ -209,6 +209,32 @@ pub fn own_peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// `/proc/PID/limits`: (soft, hard) per resource, in resource-number order. Read
+/// from /proc rather than with prlimit64, which needs CAP_SYS_RESOURCE for a process of
+/// another user.
+pub fn parse_limits(s: &str) -> Result<Vec<(u64, u64)>> {
+    const P: &str = "limits";
+    let val = |v: &str| -> Result<u64> {
+        match v.trim() {
+            "unlimited" => Ok(u64::MAX),
+            n => n.parse().map_err(|_| bad(P, format!("bad limit {n:?}"))),
+        }
+    };
+    let mut out = Vec::new();
+    // Columns: name (25) ' ' soft (20) ' ' hard (20) ' ' units.
+    for line in s.lines().skip(1) {
+        let soft = line
+            .get(26..46)
+            .ok_or_else(|| bad(P, format!("short line {line:?}")))?;
+        let hard = line
+            .get(47..67)
+            .or_else(|| line.get(47..))
+            .ok_or_else(|| bad(P, format!("short line {line:?}")))?;
+        out.push((val(soft)?, val(hard)?));
+    }
+    Ok(out)
+}
+
 /// Whether `/proc/PID` exists.
 pub fn exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -249,6 +275,19 @@ mod tests {
         assert_eq!(st.groups, vec![10, 20]);
         assert_eq!(st.cap_eff, 0x1ff_ffff_ffff);
         assert!(st.no_new_privs);
+    }
+
+    #[test]
+    fn limits_table() {
+        let s = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                 Max cpu time              unlimited            unlimited            seconds   \n\
+                 Max open files            200                  1048576              files     \n\
+                 Max nice priority         0                    0                    \n";
+        assert_eq!(
+            parse_limits(s).unwrap(),
+            vec![(u64::MAX, u64::MAX), (200, 1048576), (0, 0)]
+        );
+        assert!(parse_limits("Limit\nMax x").is_err());
     }
 
     #[test]

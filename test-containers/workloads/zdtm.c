@@ -14,6 +14,7 @@ volatile sig_atomic_t zdtm_stop;
 const char *zdtm_prog = "workload";
 
 static const char *out_path, *ready_path;
+static int out_fd = -1; /* zdtm_open_out() */
 static char fail_reason[512];
 static int fail_count;
 
@@ -158,13 +159,30 @@ void zdtm_finish(void)
         n = sizeof(buf) - 1;
         buf[n - 1] = '\n';
     }
-    int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || write(fd, buf, n) != n || fsync(fd) || close(fd)) {
+    int fd = out_fd;
+    if (fd >= 0) {
+        out_fd = -1; /* zdtm_die from here on must not loop */
+        if (ftruncate(fd, 0))
+            fd = -1;
+    } else {
+        fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    }
+    if (fd < 0 || pwrite(fd, buf, n, 0) != n || fsync(fd) || close(fd)) {
         fprintf(stderr, "%s: cannot write %s: %s\n", zdtm_prog, out_path, strerror(errno));
         exit(1);
     }
     fprintf(stderr, "%s: %s", zdtm_prog, buf);
     exit(fail_count ? 1 : 0);
+}
+
+int zdtm_open_out(void)
+{
+    if (out_fd < 0) {
+        out_fd = open(out_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (out_fd < 0)
+            zdtm_die("open %s: %s", out_path, strerror(errno));
+    }
+    return out_fd;
 }
 
 void zdtm_die(const char *fmt, ...)

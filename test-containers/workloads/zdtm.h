@@ -54,7 +54,16 @@ int zdtm_failed(void);
 /* Informational line on stderr. */
 void zdtm_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Writes the verdict to the --out file and exits (0 pass, 1 fail). */
+/*
+ * Opens (creates) the --out file now and keeps the descriptor for zdtm_finish(), for
+ * workloads that later lose the right to create it (e.g. by dropping privileges).
+ * The descriptor (O_WRONLY|O_CREAT|O_CLOEXEC) is part of the checkpointed state.
+ * Optional; returns the fd. Exits 1 on error.
+ */
+int zdtm_open_out(void);
+
+/* Writes the verdict to the --out file (the zdtm_open_out() fd if opened) and exits
+ * (0 pass, 1 fail). */
 void zdtm_finish(void) __attribute__((noreturn));
 
 /* Setup error (before ready): message on stderr, verdict FAIL in --out, exit 1. */

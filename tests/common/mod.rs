@@ -182,6 +182,50 @@ impl Env {
         );
     }
 
+    /// Restore without `-d`: cryo stays the parent and waits, as `criu restore` does;
+    /// then SIGTERM and cryo's exit status is the workload's.
+    pub fn cycle_attached(&self, pid: Pid) {
+        self.dump(pid, &[]);
+        let pidfile = self.path("restored.pid");
+        let _ = std::fs::remove_file(&pidfile);
+        #[allow(clippy::zombie_processes)] // waited for below
+        let mut restorer = Command::new(cryo())
+            .args([
+                "restore",
+                "-D",
+                self.images().to_str().unwrap(),
+                "--pidfile",
+                pidfile.to_str().unwrap(),
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !pidfile.exists() {
+            if let Ok(Some(st)) = restorer.try_wait() {
+                let mut err = String::new();
+                let _ =
+                    std::io::Read::read_to_string(&mut restorer.stderr.take().unwrap(), &mut err);
+                panic!("restore failed ({st}): {err}");
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "restore did not finish"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        kill(pid, Signal::SIGTERM).unwrap();
+        let st = restorer.wait().unwrap();
+        let out = std::fs::read_to_string(self.path("out")).unwrap_or_default();
+        let stderr = std::fs::read_to_string(self.path("stderr")).unwrap_or_default();
+        assert_eq!(
+            out.trim(),
+            "PASS",
+            "workload verdict: {out:?}; stderr: {stderr}"
+        );
+        assert_eq!(st.code(), Some(0), "cryo restore exit: {st}");
+    }
+
     /// Full cycle: dump (killing it), restore, verify.
     pub fn cycle(&self, pid: Pid) {
         self.dump(pid, &[]);
