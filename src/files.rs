@@ -106,6 +106,22 @@ pub fn dump_fds(pid: i32, ids: &mut FileIds) -> Result<Vec<FdinfoEntry>> {
     Ok(out)
 }
 
+/// Whether a path names a terminal device (pseudo-terminal slave or tty).
+pub fn is_tty_path(p: &str) -> bool {
+    p.starts_with("/dev/pts/") || p.starts_with("/dev/tty") || p == "/dev/console"
+}
+
+/// `--shell-job`: the job's terminal fds are attached to the terminal cryo runs on (its
+/// stdin), as a shell would do with a resumed job; `None` if cryo has no terminal.
+pub fn shell_job_tty() -> Option<OwnedFd> {
+    let stdin = std::io::stdin();
+    if !nix::unistd::isatty(&stdin).unwrap_or(false) {
+        return None;
+    }
+    let dup = nix::unistd::dup(&stdin).ok()?;
+    Some(dup)
+}
+
 /// Opens a file entry for a restored fd, at its offset, in this process.
 pub fn open_reg(f: &FileEntry) -> Result<OwnedFd> {
     let r = f.reg.as_ref().ok_or_else(|| Error::Restore {

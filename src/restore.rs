@@ -353,7 +353,12 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         let src = match opened.get(&fi.id) {
             Some(&fd) => fd,
             None => {
-                let f = files::open_reg(file(fi.id)?)?;
+                let fe = file(fi.id)?;
+                let tty = fe.reg.as_ref().is_some_and(|r| files::is_tty_path(&r.name));
+                let f = match (opts.shell_job && tty).then(files::shell_job_tty).flatten() {
+                    Some(t) => t,
+                    None => files::open_reg(fe)?,
+                };
                 let raw = f.as_raw_fd();
                 keep.push(f);
                 opened.insert(fi.id, raw);

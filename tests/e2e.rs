@@ -301,3 +301,60 @@ fn soak_fifty_cycles_threads() {
     }
     env.verify(pid);
 }
+
+/// A job on a terminal: its tty fds come back on the terminal cryo restores from
+/// (`--shell-job`), like a shell resuming a job, here another pseudo-terminal.
+#[test]
+fn shell_job_on_a_terminal() {
+    use std::os::fd::AsRawFd;
+    let env = Env::new("shelljob-tty");
+    let first = nix::pty::openpty(None, None).unwrap();
+    let second = nix::pty::openpty(None, None).unwrap();
+    let tty_name = |fd: &std::os::fd::OwnedFd| {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap()
+    };
+    let mut cmd = Command::new(workload_bin("counter"));
+    cmd.arg("--out")
+        .arg(env.path("out"))
+        .arg("--ready")
+        .arg(env.path("ready"));
+    cmd.arg("--file").arg(env.path("c.txt"));
+    let slave = std::fs::File::from(first.slave.try_clone().unwrap());
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    // SAFETY: close_range is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    #[allow(clippy::zombie_processes)] // reaped by PID in verify()
+    let child = cmd.spawn().unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    wait_for(&env.path("ready"), Duration::from_secs(10));
+    env.dump(pid, &["--shell-job"]);
+    let out = Command::new(cryo())
+        .args([
+            "restore",
+            "-d",
+            "--shell-job",
+            "-D",
+            env.images().to_str().unwrap(),
+        ])
+        .stdin(std::fs::File::from(second.slave.try_clone().unwrap()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = tty_name(&second.slave);
+    for fd in 0..3 {
+        let got = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+        assert_eq!(got, want, "fd {fd} not on the restoring terminal");
+    }
+    env.verify(pid);
+}
