@@ -6,7 +6,9 @@ hack/setup.sh
 cargo build --release -q
 cryo=target/release/cryo
 work=$(mktemp -d /tmp/cryo-demo.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+pid=
+# Whatever happens, leave no workload behind (by PID) and no scratch files.
+trap '[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 
 echo "== cryo check"
 $cryo check

@@ -231,8 +231,9 @@ struct State {
     /// `buf[..committed]` holds whole records; a record torn by a panic in a value's
     /// Display impl is cut off at the next lock.
     committed: usize,
-    sites: HashMap<SiteKey, Site, BuildHasherDefault<FxHasher>>,
-    next_site: u64,
+    /// Callsite id `i + 1` is `sites[i]`.
+    sites: Vec<Site>,
+    site_ids: HashMap<SiteKey, usize, BuildHasherDefault<FxHasher>>,
 }
 
 /// The binary `log::Log` sink (see the module documentation for the format).
@@ -315,7 +316,7 @@ impl<'kvs> VisitSource<'kvs> for KvEnc<'_> {
         let k = key.as_str();
         let tag_at = self.buf.len();
         match self.keys.get(self.i) {
-            Some(s) if **s == *k => self.buf.push(0),
+            Some(s) if short_eq(s.as_bytes(), k.as_bytes()) => self.buf.push(0),
             _ => {
                 self.buf.push(TAG_INLINE_KEY);
                 put_str(self.buf, k);
@@ -328,6 +329,12 @@ impl<'kvs> VisitSource<'kvs> for KvEnc<'_> {
         });
         Ok(())
     }
+}
+
+/// Key names are a few bytes: an inline loop beats a call to `memcmp`.
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Writes one value and ORs its type into the tag byte at `tag_at`.
@@ -399,9 +406,10 @@ impl<'v> VisitValue<'v> for ValEnc<'_> {
 
 /// Finds or defines the callsite of `r`; `None` when it cannot be identified by static
 /// strings (then the record carries its callsite inline).
+#[inline]
 fn site<'s>(
-    sites: &'s mut HashMap<SiteKey, Site, BuildHasherDefault<FxHasher>>,
-    next_site: &mut u64,
+    sites: &'s mut Vec<Site>,
+    site_ids: &mut HashMap<SiteKey, usize, BuildHasherDefault<FxHasher>>,
     buf: &mut Vec<u8>,
     r: &Record,
 ) -> Option<&'s Site> {
@@ -419,32 +427,48 @@ fn site<'s>(
         module: module.as_ptr() as usize,
         line: r.line().unwrap_or(0),
     };
-    Some(sites.entry(key).or_insert_with(|| {
-        let id = *next_site;
-        *next_site += 1;
-        let mut names = KeyNames(Vec::new());
-        let _ = r.key_values().visit(&mut names);
-        buf.push(T_CALLSITE);
-        let len_at = buf.len();
-        buf.push(0);
-        let start = buf.len();
-        put_varint(buf, id);
-        buf.push(if msg.is_none() { SITE_DYNAMIC } else { 0 });
-        put_varint(buf, r.line().unwrap_or(0) as u64);
-        put_str(buf, file);
-        put_str(buf, module);
-        put_str(buf, msg.unwrap_or(""));
-        put_varint(buf, names.0.len() as u64);
-        for k in &names.0 {
-            put_str(buf, k);
+    let i = match site_ids.get(&key) {
+        Some(&i) => i,
+        None => {
+            sites.push(define_site(buf, sites.len() as u64 + 1, r, file, module, msg));
+            site_ids.insert(key, sites.len() - 1);
+            sites.len() - 1
         }
-        patch_len(buf, len_at, start);
-        Site {
-            id,
-            dynamic: msg.is_none(),
-            keys: names.0.into_boxed_slice(),
-        }
-    }))
+    };
+    sites.get(i)
+}
+
+#[cold]
+fn define_site(
+    buf: &mut Vec<u8>,
+    id: u64,
+    r: &Record,
+    file: &str,
+    module: &str,
+    msg: Option<&str>,
+) -> Site {
+    let mut names = KeyNames(Vec::new());
+    let _ = r.key_values().visit(&mut names);
+    buf.push(T_CALLSITE);
+    let len_at = buf.len();
+    buf.push(0);
+    let start = buf.len();
+    put_varint(buf, id);
+    buf.push(if msg.is_none() { SITE_DYNAMIC } else { 0 });
+    put_varint(buf, r.line().unwrap_or(0) as u64);
+    put_str(buf, file);
+    put_str(buf, module);
+    put_str(buf, msg.unwrap_or(""));
+    put_varint(buf, names.0.len() as u64);
+    for k in &names.0 {
+        put_str(buf, k);
+    }
+    patch_len(buf, len_at, start);
+    Site {
+        id,
+        dynamic: msg.is_none(),
+        keys: names.0.into_boxed_slice(),
+    }
 }
 
 /// Appends one LOG RECORD; `site` None writes the callsite inline.
@@ -532,8 +556,8 @@ impl BinLogger {
                 out,
                 buf,
                 committed: 0,
-                sites: HashMap::default(),
-                next_site: 1,
+                sites: Vec::new(),
+                site_ids: HashMap::default(),
             }),
         })
     }
@@ -609,7 +633,7 @@ impl Log for BinLogger {
         };
         let mut g = self.lock();
         let st = &mut *g;
-        let s = site(&mut st.sites, &mut st.next_site, &mut st.buf, r);
+        let s = site(&mut st.sites, &mut st.site_ids, &mut st.buf, r);
         st.committed = st.buf.len(); // a new callsite definition is whole
         encode_record(&mut st.buf, s, r, ts, self.pid, tid);
         if HAVE_NESTED.with(|h| h.replace(false)) {
