@@ -288,10 +288,17 @@ fn threads_bench(root: &Path, cryo: &Path, work: &Path, n: usize) {
     std::fs::create_dir_all(&d).unwrap();
     let (ready, outf) = (d.join("ready"), d.join("out"));
     let mut cmd = Command::new(root.join("test-containers/workloads/bin/threads"));
-    cmd.args(["--threads", &n.to_string(), "--out", outf.to_str().unwrap(), "--ready", ready.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--threads",
+        &n.to_string(),
+        "--out",
+        outf.to_str().unwrap(),
+        "--ready",
+        ready.to_str().unwrap(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     // SAFETY: close_range and setsid are async-signal-safe; nothing else runs before exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -307,14 +314,36 @@ fn threads_bench(root: &Path, cryo: &Path, work: &Path, n: usize) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let img = d.join("img");
-    let (td, _, err) = run_cryo(cryo, &["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap(), "-v2"]);
+    let (td, _, err) = run_cryo(
+        cryo,
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            img.to_str().unwrap(),
+            "-v2",
+        ],
+    );
     let _ = waitpid(pid, None);
-    let frozen = err.split("frozen ").nth(1).and_then(|s| s.split(' ').next()).unwrap_or("?").to_string();
+    let frozen = err
+        .split("frozen ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or("?")
+        .to_string();
     let (tr, _, _) = run_cryo(cryo, &["restore", "-d", "-D", img.to_str().unwrap(), "-v2"]);
     let _ = kill(pid, Signal::SIGTERM);
     let _ = waitpid(pid, None);
-    let verdict = std::fs::read_to_string(&outf).unwrap_or_default().trim().to_string();
+    let verdict = std::fs::read_to_string(&outf)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     println!("\n## One process with {n} threads\n");
     println!("| dump | frozen | restore | verified |\n|---|---|---|---|");
-    println!("| {:.0} ms | {frozen} ms | {:.0} ms | {verdict} |", td.as_secs_f64() * 1e3, tr.as_secs_f64() * 1e3);
+    println!(
+        "| {:.0} ms | {frozen} ms | {:.0} ms | {verdict} |",
+        td.as_secs_f64() * 1e3,
+        tr.as_secs_f64() * 1e3
+    );
 }

@@ -263,7 +263,7 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
                     } else {
                         libc::O_RDONLY
                     } as u32;
-                    e.shmid = ids.add_reg(&f.path, flags, 0) as u64;
+                    e.shmid = ids.add_mapped(&f.path, flags) as u64;
                 }
                 vma_entries.push(e);
             }
@@ -279,7 +279,7 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
         });
     }
     let exe = proc::read_link(pid, "exe")?;
-    let exe_id = ids.add_reg(&exe, libc::O_RDONLY as u32, 0);
+    let exe_id = ids.add_mapped(&exe, libc::O_RDONLY as u32);
     let auxv = proc::parse_auxv(&proc::read_bytes(pid, "auxv")?);
     let mm = MmEntry {
         mm_start_code: stat.start_code,

@@ -37,6 +37,26 @@ impl FileIds {
         id
     }
 
+    /// A file the process maps (or runs): one entry per (path, mode), with its size so a
+    /// restore can tell that the file changed since the dump (pages not dumped are read
+    /// back from it).
+    pub fn add_mapped(&mut self, path: &str, flags: u32) -> u32 {
+        let same = |f: &&FileEntry| {
+            f.reg
+                .as_ref()
+                .is_some_and(|r| r.name == path && r.flags == flags && r.size.is_some())
+        };
+        if let Some(f) = self.files.iter().find(same) {
+            return f.id;
+        }
+        let id = self.add_reg(path, flags, 0);
+        let size = std::fs::metadata(path).map(|m| m.len()).ok();
+        if let Some(r) = self.files.last_mut().and_then(|f| f.reg.as_mut()) {
+            r.size = Some(size.unwrap_or(0));
+        }
+        id
+    }
+
     pub fn get(&self, id: u32) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.id == id)
     }
@@ -151,13 +171,23 @@ pub fn open_reg(f: &FileEntry) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Opens a file for mapping (read-only unless a shared writable mapping needs write).
-pub fn open_for_map(path: &str, write: bool) -> Result<OwnedFd> {
+/// Opens a file for mapping (read-only unless a shared writable mapping needs write),
+/// refusing one whose size differs from the dump's: its unsaved pages would be wrong.
+pub fn open_for_map(path: &str, write: bool, size: Option<u64>) -> Result<OwnedFd> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(write)
         .open(path)
         .map_err(Error::io("open", path))?;
+    if let Some(want) = size {
+        let got = f.metadata().map_err(Error::io("stat", path))?.len();
+        if got != want {
+            return Err(Error::Restore {
+                pid: 0,
+                msg: format!("{path} changed since the dump (size {want} -> {got}); restore needs the same file"),
+            });
+        }
+    }
     Ok(f.into())
 }
 

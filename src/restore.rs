@@ -323,7 +323,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
                 .as_ref()
                 .ok_or_else(|| invalid(&dir, "files.img", "mapped file without path"))?;
             let w = r.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32;
-            let idx = add_service(files::open_for_map(&r.name, w)?, &mut keep);
+            let idx = add_service(files::open_for_map(&r.name, w, r.size)?, &mut keep);
             map_idx.insert(v.shmid as u32, idx);
         }
     }
@@ -332,7 +332,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         .as_ref()
         .map(|r| r.name.clone())
         .unwrap_or_default();
-    let exe_idx = add_service(files::open_for_map(exe_name, false)?, &mut keep);
+    let exe_idx = add_service(files::open_for_map(exe_name, false, None)?, &mut keep);
     let dir_name = |id: u32| -> Result<String> {
         file(id)?
             .reg

@@ -236,3 +236,21 @@ fn garbage_images_never_panic() {
         std::fs::write(f, &pristine[i]).unwrap();
     }
 }
+
+/// A mapped file that changed since the dump is refused by name (its pages that were not
+/// dumped would come from the new content).
+#[test]
+fn changed_mapped_file_is_refused() {
+    let env = Env::new("changedfile");
+    let pid = dumped(&env);
+    let f = env.dir.join(format!("cryo-mem-{pid}-private.dat"));
+    let mut b = std::fs::read(&f).expect("mem workload's private mapping file");
+    b.extend_from_slice(b"more");
+    std::fs::write(&f, b).unwrap();
+    let err = restore_err(&env);
+    assert!(
+        err.contains("changed since the dump") && err.contains("private.dat"),
+        "{err}"
+    );
+    assert!(state(pid).is_none());
+}

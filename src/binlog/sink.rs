@@ -430,7 +430,14 @@ fn site<'s>(
     let i = match site_ids.get(&key) {
         Some(&i) => i,
         None => {
-            sites.push(define_site(buf, sites.len() as u64 + 1, r, file, module, msg));
+            sites.push(define_site(
+                buf,
+                sites.len() as u64 + 1,
+                r,
+                file,
+                module,
+                msg,
+            ));
             site_ids.insert(key, sites.len() - 1);
             sites.len() - 1
         }
