@@ -58,69 +58,80 @@ impl Seized {
             if new.is_empty() {
                 break;
             }
-            for tid in new {
-                s.seize_one(tid)?;
-            }
+            s.seize_batch(&new)?;
         }
         log::info!(pid = pid.as_raw(), threads = s.threads.len(); "seized");
         Ok(s)
     }
 
-    fn seize_one(&mut self, tid: Pid) -> Result<()> {
-        let t = tid.as_raw();
-        let leader = tid == self.pid;
-        match raw::seize(tid, libc::PTRACE_O_TRACESYSGOOD as usize) {
-            Ok(()) => {}
-            // A thread that exited meanwhile is simply not part of the dump.
-            Err(Errno::ESRCH) if !leader => return Ok(()),
-            Err(Errno::ESRCH) => return Err(Error::NoProcess { pid: t }),
-            Err(Errno::EPERM) => return Err(Error::Trace {
-                pid: t,
-                what:
-                    "permission denied to trace it (already traced, or cryo lacks CAP_SYS_PTRACE)"
-                        .into(),
-            }),
-            Err(e) => {
-                return Err(Error::Sys {
-                    call: "PTRACE_SEIZE",
-                    pid: t,
-                    source: e,
-                })
+    /// Seizes a batch of threads, then interrupts them all, then waits for each: the
+    /// stop latencies overlap instead of adding up (a busy process may take a while to
+    /// schedule each thread into its stop).
+    fn seize_batch(&mut self, tids: &[Pid]) -> Result<()> {
+        let mut seized = Vec::with_capacity(tids.len());
+        for &tid in tids {
+            let t = tid.as_raw();
+            match raw::seize(tid, libc::PTRACE_O_TRACESYSGOOD as usize) {
+                Ok(()) => seized.push(tid),
+                // A thread that exited meanwhile is simply not part of the dump.
+                Err(Errno::ESRCH) if tid != self.pid => {}
+                Err(Errno::ESRCH) => return Err(Error::NoProcess { pid: t }),
+                Err(Errno::EPERM) => {
+                    return Err(Error::Trace {
+                        pid: t,
+                        what: "permission denied to trace it (already traced, or cryo lacks CAP_SYS_PTRACE)".into(),
+                    })
+                }
+                Err(e) => return Err(Error::Sys { call: "PTRACE_SEIZE", pid: t, source: e }),
             }
         }
-        let stop = || -> Result<(Regs, u64)> {
-            raw::interrupt(tid).map_err(Error::sys("PTRACE_INTERRUPT", t))?;
-            loop {
-                match tr::wait_stop(tid)? {
-                    Stop::Event => break,
-                    // A signal was being delivered as we stopped it: let it through; the
-                    // interrupt is still pending and stops the thread right after.
-                    Stop::Signal(sig) => {
-                        raw::cont(tid, sig).map_err(Error::sys("PTRACE_CONT", t))?
+        for &tid in &seized {
+            // ESRCH: the thread exited; its wait below reports it.
+            let _ = raw::interrupt(tid);
+        }
+        for (i, &tid) in seized.iter().enumerate() {
+            match self.wait_interrupted(tid) {
+                Ok(th) => self.threads.push(th),
+                Err(e) => {
+                    // Threads seized but not yet recorded: let them go before failing.
+                    for &rest in &seized[i..] {
+                        let _ = raw::detach(rest, 0);
                     }
-                    Stop::Syscall | Stop::Clone => {
-                        raw::cont(tid, 0).map_err(Error::sys("PTRACE_CONT", t))?
-                    }
+                    return Err(e);
                 }
             }
-            let regs = raw::get_regs(tid).map_err(Error::sys("PTRACE_GETREGS", t))?;
-            let mask = raw::get_sigmask(tid).map_err(Error::sys("PTRACE_GETSIGMASK", t))?;
-            // Injected syscalls run with every signal blocked, so none interrupts them.
-            raw::set_sigmask(tid, !0).map_err(Error::sys("PTRACE_SETSIGMASK", t))?;
-            Ok((regs, mask))
-        };
-        let (regs, sigmask) = stop().inspect_err(|_| {
-            let _ = raw::detach(tid, 0);
-        })?;
+        }
+        Ok(())
+    }
+
+    fn wait_interrupted(&self, tid: Pid) -> Result<Thread> {
+        let t = tid.as_raw();
+        let t0 = std::time::Instant::now();
+        loop {
+            let st = tr::wait_stop(tid)?;
+            log::trace!(tid = t, stop:? = st; "stop while seizing");
+            match st {
+                Stop::Event => break,
+                // A signal was being delivered as we stopped it: let it through; the
+                // interrupt is still pending and stops the thread right after.
+                Stop::Signal(sig) => raw::cont(tid, sig).map_err(Error::sys("PTRACE_CONT", t))?,
+                Stop::Syscall | Stop::Clone => {
+                    raw::cont(tid, 0).map_err(Error::sys("PTRACE_CONT", t))?
+                }
+            }
+        }
+        let regs = raw::get_regs(tid).map_err(Error::sys("PTRACE_GETREGS", t))?;
+        let sigmask = raw::get_sigmask(tid).map_err(Error::sys("PTRACE_GETSIGMASK", t))?;
+        // Injected syscalls run with every signal blocked, so none interrupts them.
+        raw::set_sigmask(tid, !0).map_err(Error::sys("PTRACE_SETSIGMASK", t))?;
         let (image_regs, live_regs) = tr::restart_adjusted(&regs);
-        log::debug!(tid = t, ip = image_regs.rip, orig_ax = image_regs.orig_rax as i64; "thread stopped");
-        self.threads.push(Thread {
+        log::debug!(tid = t, ip = image_regs.rip, orig_ax = image_regs.orig_rax as i64, wait_us = t0.elapsed().as_micros() as u64; "thread stopped");
+        Ok(Thread {
             tid,
             image_regs,
             live_regs,
             sigmask,
-        });
-        Ok(())
+        })
     }
 
     /// Prepares syscall injection in thread `idx`: a `syscall` instruction (found in the

@@ -117,6 +117,7 @@ fn real_program_sleep() {
     let mut cmd = Command::new("sleep");
     cmd.arg("3");
     let pid = env.spawn(cmd, true);
+    wait_exec(pid, "sleep");
     std::thread::sleep(Duration::from_millis(500));
     env.dump(pid, &[]);
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
@@ -250,8 +251,9 @@ fn restore_fault_injection_leaves_nothing() {
 fn restore_without_detach_returns_exit_status() {
     let env = Env::new("wait");
     let mut cmd = Command::new("python3");
-    cmd.args(["-c", "import time; time.sleep(1); raise SystemExit(7)"]);
+    cmd.args(["-c", "import time; time.sleep(3); raise SystemExit(7)"]);
     let pid = env.spawn(cmd, true);
+    wait_exec(pid, "python3");
     std::thread::sleep(Duration::from_millis(200));
     env.dump(pid, &[]);
     let out = run_cryo(&["restore", "-D", env.images().to_str().unwrap()], &[]);

@@ -268,6 +268,26 @@ pub fn wait_for(path: &Path, timeout: Duration) {
     }
 }
 
+/// Waits until `pid` has exec'd a program whose path contains `name` and holds only
+/// stdio (before exec it still has the spawner's close-on-exec status pipe).
+pub fn wait_exec(pid: Pid, name: &str) {
+    let t = Instant::now();
+    loop {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if exe.to_string_lossy().contains(name) && fds <= 3 {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "pid {pid} did not exec {name}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The state letter of `/proc/PID/stat`.
 pub fn state(pid: Pid) -> Option<char> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
