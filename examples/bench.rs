@@ -161,6 +161,78 @@ fn dir_size(d: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Starts a zdtm-style workload in its own session with only stdio open, waits for ready.
+fn start_workload(bin: &Path, args: &[&str], ready: &Path) -> Pid {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .arg("--ready")
+        .arg(ready)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: close_range and setsid are async-signal-safe; nothing else runs before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            libc::setsid();
+            Ok(())
+        });
+    }
+    #[allow(clippy::zombie_processes)] // reaped by PID by the caller
+    let child = cmd.spawn().unwrap();
+    while !ready.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Pid::from_raw(child.id() as i32)
+}
+
+/// One dump → restore → verify cycle of a running workload, timed.
+struct Cycle {
+    dump: Duration,
+    frozen: String,
+    dump_rss: i64,
+    restore: Duration,
+    restore_rss: i64,
+    verdict: String,
+}
+
+fn cycle(cryo: &Path, pid: Pid, img: &Path, outf: &Path) -> Cycle {
+    let (dump, dump_rss, err) = run_cryo(
+        cryo,
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            img.to_str().unwrap(),
+            "-v2",
+        ],
+    );
+    let _ = waitpid(pid, None);
+    let frozen = err
+        .split("frozen ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or("?")
+        .to_string();
+    let (restore, restore_rss, _) =
+        run_cryo(cryo, &["restore", "-d", "-D", img.to_str().unwrap(), "-v2"]);
+    let _ = kill(pid, Signal::SIGTERM);
+    let _ = waitpid(pid, None);
+    let verdict = std::fs::read_to_string(outf)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Cycle {
+        dump,
+        frozen,
+        dump_rss,
+        restore,
+        restore_rss,
+        verdict,
+    }
+}
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let cryo = root.join("target/release/cryo");
@@ -206,64 +278,29 @@ fn main() {
         std::fs::create_dir_all(&d).unwrap();
         let ready = d.join("ready");
         let outf = d.join("out");
-        let mut cmd = Command::new(&mem);
-        cmd.args([
-            "--mib",
-            &mib.to_string(),
-            "--tmpdir",
-            d.to_str().unwrap(),
-            "--out",
-            outf.to_str().unwrap(),
-            "--ready",
-            ready.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        // SAFETY: close_range and setsid are async-signal-safe; nothing else runs before exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-                libc::setsid();
-                Ok(())
-            });
-        }
-        #[allow(clippy::zombie_processes)]
-        let child = cmd.spawn().unwrap();
-        let pid = Pid::from_raw(child.id() as i32);
-        while !ready.exists() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let img = d.join("img");
-        let (td, rss_d, err) = run_cryo(
-            &cryo,
+        let pid = start_workload(
+            &mem,
             &[
-                "dump",
-                "-t",
-                &pid.to_string(),
-                "-D",
-                img.to_str().unwrap(),
-                "-v2",
+                "--mib",
+                &mib.to_string(),
+                "--tmpdir",
+                d.to_str().unwrap(),
+                "--out",
+                outf.to_str().unwrap(),
             ],
+            &ready,
         );
-        let _ = waitpid(pid, None);
-        let frozen = err
-            .split("frozen ")
-            .nth(1)
-            .and_then(|s| s.split(' ').next())
-            .unwrap_or("?")
-            .to_string();
+        let img = d.join("img");
+        let c = cycle(&cryo, pid, &img, &outf);
+        let (td, tr, frozen, rss_d, rss_r, verdict) = (
+            c.dump,
+            c.restore,
+            c.frozen,
+            c.dump_rss,
+            c.restore_rss,
+            c.verdict,
+        );
         let size = dir_size(&img);
-        let (tr, rss_r, _) = run_cryo(
-            &cryo,
-            &["restore", "-d", "-D", img.to_str().unwrap(), "-v2"],
-        );
-        let _ = kill(pid, Signal::SIGTERM);
-        let _ = waitpid(pid, None);
-        let verdict = std::fs::read_to_string(&outf)
-            .unwrap_or_default()
-            .trim()
-            .to_string();
         let dump_gbps = gbps(size as usize, td);
         let rst_gbps = gbps(size as usize, tr);
         println!(
@@ -287,58 +324,14 @@ fn threads_bench(root: &Path, cryo: &Path, work: &Path, n: usize) {
     let d = work.join("threads");
     std::fs::create_dir_all(&d).unwrap();
     let (ready, outf) = (d.join("ready"), d.join("out"));
-    let mut cmd = Command::new(root.join("test-containers/workloads/bin/threads"));
-    cmd.args([
-        "--threads",
-        &n.to_string(),
-        "--out",
-        outf.to_str().unwrap(),
-        "--ready",
-        ready.to_str().unwrap(),
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    // SAFETY: close_range and setsid are async-signal-safe; nothing else runs before exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            libc::setsid();
-            Ok(())
-        });
-    }
-    #[allow(clippy::zombie_processes)] // reaped by PID below
-    let child = cmd.spawn().unwrap();
-    let pid = Pid::from_raw(child.id() as i32);
-    while !ready.exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let img = d.join("img");
-    let (td, _, err) = run_cryo(
-        cryo,
-        &[
-            "dump",
-            "-t",
-            &pid.to_string(),
-            "-D",
-            img.to_str().unwrap(),
-            "-v2",
-        ],
+    let bin = root.join("test-containers/workloads/bin/threads");
+    let pid = start_workload(
+        &bin,
+        &["--threads", &n.to_string(), "--out", outf.to_str().unwrap()],
+        &ready,
     );
-    let _ = waitpid(pid, None);
-    let frozen = err
-        .split("frozen ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .unwrap_or("?")
-        .to_string();
-    let (tr, _, _) = run_cryo(cryo, &["restore", "-d", "-D", img.to_str().unwrap(), "-v2"]);
-    let _ = kill(pid, Signal::SIGTERM);
-    let _ = waitpid(pid, None);
-    let verdict = std::fs::read_to_string(&outf)
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let c = cycle(cryo, pid, &d.join("img"), &outf);
+    let (td, tr, frozen, verdict) = (c.dump, c.restore, c.frozen, c.verdict);
     println!("\n## One process with {n} threads\n");
     println!("| dump | frozen | restore | verified |\n|---|---|---|---|");
     println!(

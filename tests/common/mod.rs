@@ -301,8 +301,8 @@ pub fn tracer(pid: Pid) -> Option<i32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Our children (including adopted ones) that are stopped or traced.
-pub fn stopped_children() -> Vec<(i32, char)> {
+/// Our children (including adopted ones) with their state letter.
+fn our_children() -> Vec<(i32, char)> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -315,30 +315,24 @@ pub fn stopped_children() -> Vec<(i32, char)> {
         let Some(close) = s.rfind(')') else { continue };
         let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
         if f.len() > 2 && f[1].parse::<i32>().ok() == Some(me) {
-            let st = f[0].chars().next().unwrap_or('?');
-            if matches!(st, 'T' | 't') {
-                out.push((pid, st));
-            }
+            out.push((pid, f[0].chars().next().unwrap_or('?')));
         }
     }
     out
 }
 
+/// Our children that are stopped or traced.
+pub fn stopped_children() -> Vec<(i32, char)> {
+    our_children()
+        .into_iter()
+        .filter(|(_, st)| matches!(st, 'T' | 't'))
+        .collect()
+}
+
 /// Kills and reaps every child still around (tests clean up by PID).
 pub fn reap_children() {
-    let me = std::process::id() as i32;
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = s.rfind(')') else { continue };
-        let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
-        if f.len() > 2 && f[1].parse::<i32>().ok() == Some(me) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            let _ = waitpid(Pid::from_raw(pid), None);
-        }
+    for (pid, _) in our_children() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), None);
     }
 }
