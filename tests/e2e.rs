@@ -360,3 +360,58 @@ fn shell_job_on_a_terminal() {
     }
     env.verify(pid);
 }
+
+/// `head` blocked in read(2) on its terminal: restored onto another terminal, the read
+/// restarts there and gets what is typed after the restore.
+#[test]
+fn real_program_blocked_in_tty_read() {
+    use std::io::Write;
+    let env = Env::new("ttyread");
+    let first = nix::pty::openpty(None, None).unwrap();
+    let second = nix::pty::openpty(None, None).unwrap();
+    let mut cmd = Command::new("head");
+    cmd.args(["-c", "6"]);
+    cmd.stdin(std::fs::File::from(first.slave.try_clone().unwrap()));
+    cmd.stdout(std::fs::File::create(env.path("head.out")).unwrap());
+    cmd.stderr(std::fs::File::from(first.slave.try_clone().unwrap()));
+    // SAFETY: close_range is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    #[allow(clippy::zombie_processes)] // reaped by PID below
+    let child = cmd.spawn().unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    wait_exec(pid, "head");
+    std::thread::sleep(Duration::from_millis(200));
+    env.dump(pid, &["--shell-job"]);
+    let out = Command::new(cryo())
+        .args([
+            "restore",
+            "-d",
+            "--shell-job",
+            "-D",
+            env.images().to_str().unwrap(),
+        ])
+        .stdin(std::fs::File::from(second.slave.try_clone().unwrap()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let mut master = std::fs::File::from(second.master.try_clone().unwrap());
+    master.write_all(b"hello\n").unwrap();
+    match waitpid(pid, None).unwrap() {
+        WaitStatus::Exited(_, 0) => {}
+        other => panic!("head ended with {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_to_string(env.path("head.out")).unwrap(),
+        "hello\n"
+    );
+}
