@@ -12,6 +12,7 @@ use crate::proc;
 use crate::seize::Seized;
 use crate::signals;
 use crate::sys::{process as sysproc, ptrace as raw};
+use crate::timers;
 use cryo_proto::criu::{
     core_entry::March, CoreEntry, CredsEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry,
     MmEntry, PstreeEntry, RlimitEntry, RseqEntry, TaskCoreEntry, TaskKobjIdsEntry,
@@ -242,6 +243,7 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
     let (scratch, _) = inj.scratch()?;
     let brk = inj.call("brk", libc::SYS_brk, &[0])?;
     let sigactions = signals::dump_sigactions(&inj)?;
+    let itimers = timers::dump(&inj)?;
     let dumpable = inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64])? as i32;
     inj.call(
         "prctl",
@@ -376,6 +378,7 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
         oom_score_adj,
         sigactions,
         child_subreaper: Some(subreaper),
+        timers: Some(itimers),
         ..Default::default()
     });
     cores[0].ids = Some(kobj);

@@ -20,6 +20,7 @@ pub mod restore;
 pub mod seize;
 pub mod signals;
 pub mod sys;
+pub mod timers;
 
 pub use error::{Error, Result};
 /// cryo's API uses oci-spec types; re-export the version it was built with.

@@ -25,6 +25,7 @@ use crate::proc;
 use crate::ptrace::{self as tr, Injector, Stop};
 use crate::signals;
 use crate::sys::{process as sysproc, ptrace as raw};
+use crate::timers;
 use cryo_proto::criu::{
     core_entry::March, CoreEntry, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry,
     PagemapEntry, PstreeEntry, TaskKobjIdsEntry,
@@ -887,6 +888,9 @@ fn rebuild(
     // Service fds and the scratch page go; rseq is registered last so the kernel checks
     // any critical section against the final instruction pointer.
     let leader = &injs[0].1;
+    if let Some(t) = &tc.timers {
+        timers::restore(leader, t)?;
+    }
     leader.call(
         "close_range",
         libc::SYS_close_range,

@@ -415,3 +415,11 @@ fn real_program_blocked_in_tty_read() {
         "hello\n"
     );
 }
+
+#[test]
+fn interval_timers() {
+    let env = Env::new("timers");
+    let pid = env.start("timers", &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    env.cycle(pid);
+}
