@@ -53,7 +53,6 @@ pub struct TaskState {
     pub mm: MmEntry,
     pub fs: FsEntry,
     pub fdinfo: Vec<FdinfoEntry>,
-    pub files: Vec<FileEntry>,
     /// Raw XSAVE per thread, same order as `cores`.
     pub cpus: Vec<CpuStateEntry>,
     pub extra: TaskExtraEntry,
@@ -203,25 +202,119 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     let dir = ImageDir::create(&opts.dir)?;
     let _block = BlockTermSignals::new();
     let t0 = Instant::now();
-    let mut seized = Seized::new(Pid::from_raw(pid))?;
+    let mut tree = seize_tree(Pid::from_raw(pid))?;
     fault_point("dump-after-seize")?;
+    check_sessions(&tree, opts)?;
 
-    let (state, stats) = collect(&mut seized, &dir, opts)?;
-    let mut stats = stats;
-    fault_point("dump-before-write")?;
-    write_images(&dir, &state)?;
-    stats.frozen_ms = t0.elapsed().as_secs_f64() * 1e3;
-    if opts.leave_running {
-        seized.resume()?;
-    } else {
-        seized.kill()?;
+    let mut ids = FileIds::default();
+    let mut tasks = Vec::with_capacity(tree.len());
+    let mut stats = DumpStats::default();
+    for (i, seized) in tree.iter_mut().enumerate() {
+        let (state, st) = collect(seized, &dir, i as u32 + 1, &mut ids)?;
+        stats.memdump_ms += st.memdump_ms;
+        stats.pages.pages_scanned += st.pages.pages_scanned;
+        stats.pages.pages_zero += st.pages.pages_zero;
+        stats.pages.pages_written += st.pages.pages_written;
+        tasks.push(state);
     }
-    log::info!(pid = pid, frozen_ms = stats.frozen_ms, pages = stats.pages.pages_written; "dump done");
+    fault_point("dump-before-write")?;
+    write_images(&dir, &tasks, &ids.files)?;
+    stats.frozen_ms = t0.elapsed().as_secs_f64() * 1e3;
+    // Children first, so no parent runs on (or dies) before its children are handled.
+    for seized in tree.into_iter().rev() {
+        if opts.leave_running {
+            seized.resume()?;
+        } else {
+            seized.kill()?;
+        }
+    }
+    log::info!(pid = pid, processes = tasks.len(), frozen_ms = stats.frozen_ms, pages = stats.pages.pages_written; "dump done");
     Ok(stats)
 }
 
-fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(TaskState, DumpStats)> {
-    let pid = opts.pid;
+/// Children of every thread of `pid` (from /proc/PID/task/TID/children).
+fn children_of(pid: Pid) -> Result<Vec<Pid>> {
+    let dir = format!("/proc/{pid}/task");
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(&dir)
+        .map_err(|e| Error::proc_io(pid.as_raw(), &dir, e))?
+        .flatten()
+    {
+        let path = t.path().join("children");
+        let s = std::fs::read_to_string(&path).unwrap_or_default();
+        out.extend(
+            s.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .map(Pid::from_raw),
+        );
+    }
+    Ok(out)
+}
+
+/// Seizes ROOT and every descendant, parents before children; re-scans until no new
+/// process appears (a process forking while others are being frozen is caught on the
+/// next pass; once all are stopped, none can fork).
+fn seize_tree(root: Pid) -> Result<Vec<Seized>> {
+    let mut tree: Vec<Seized> = vec![Seized::new(root)?];
+    loop {
+        let mut new = Vec::new();
+        for s in &tree {
+            for c in children_of(s.pid)? {
+                if !tree.iter().any(|x| x.pid == c) && !new.contains(&c) {
+                    new.push(c);
+                }
+            }
+        }
+        if new.is_empty() {
+            return Ok(tree);
+        }
+        for c in new {
+            if proc::read(c.as_raw(), "stat")
+                .ok()
+                .and_then(|s| proc::parse_stat(&s).ok())
+                .is_some_and(|st| st.state == 'Z')
+            {
+                return Err(Error::Unsupported {
+                    pid: c.as_raw(),
+                    what: "a zombie in the tree".into(),
+                    why: "zombies are not supported yet".into(),
+                });
+            }
+            tree.push(Seized::new(c)?);
+        }
+    }
+}
+
+/// Sessions and groups cryo can rebuild: every process in the root's session (or
+/// leading its own), every group led by a process of the tree (or, for a shell job,
+/// the root's own group).
+fn check_sessions(tree: &[Seized], opts: &DumpOpts) -> Result<()> {
+    let pids: Vec<i32> = tree.iter().map(|s| s.pid.as_raw()).collect();
+    let root = proc::parse_stat(&proc::read(pids[0], "stat")?)?;
+    for &p in &pids {
+        let st = proc::parse_stat(&proc::read(p, "stat")?)?;
+        let sid_ok = st.sid == root.sid || st.sid == p;
+        let pgid_ok = pids.contains(&st.pgid) || (opts.shell_job && st.pgid == root.pgid);
+        if !sid_ok || !pgid_ok {
+            return Err(Error::Unsupported {
+                pid: p,
+                what: format!("session {} / process group {}", st.sid, st.pgid),
+                why: "the session or group belongs to a process outside the dumped tree".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Collects one process; `n` numbers its pages and fdinfo images, `ids` is the file
+/// table shared by the whole tree (files.img).
+fn collect(
+    seized: &mut Seized,
+    dir: &ImageDir,
+    n: u32,
+    ids: &mut FileIds,
+) -> Result<(TaskState, DumpStats)> {
+    let pid = seized.pid.as_raw();
     let tid = seized.pid;
     let stat = proc::parse_stat(&proc::read(pid, "stat")?)?;
     let status = proc::parse_status(&proc::read(pid, "status")?)?;
@@ -253,7 +346,6 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
     let subreaper = u32::from_ne_bytes(inj.get(0, 4)?.try_into().unwrap_or_default()) != 0;
 
     // Address space.
-    let mut ids = FileIds::default();
     let mut vma_entries = Vec::with_capacity(vmas.len());
     let mut blockers = Vec::new();
     for v in &vmas {
@@ -303,7 +395,7 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
     };
 
     // Files, cwd, root.
-    let fdinfo = files::dump_fds(pid, &mut ids)?;
+    let fdinfo = files::dump_fds(pid, ids)?;
     let cwd = proc::read_link(pid, "cwd")?;
     let root = proc::read_link(pid, "root")?;
     let fs = FsEntry {
@@ -339,7 +431,7 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
     let pagemap_path = format!("/proc/{pid}/pagemap");
     let pagemap =
         std::fs::File::open(&pagemap_path).map_err(|e| Error::proc_io(pid, &pagemap_path, e))?;
-    let pages_id = 1;
+    let pages_id = n;
     let mut pd = PageDumper::new(dir, pages_id)?;
     for (i, v) in mm.vmas.iter().enumerate() {
         let skip_zero = v.status & mm::VMA_ANON_PRIVATE != 0;
@@ -361,7 +453,7 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
 
     let kobj = TaskKobjIdsEntry {
         vm_id: 1,
-        files_id: 1,
+        files_id: n,
         fs_id: 1,
         sighand_id: 1,
         ..Default::default()
@@ -399,7 +491,6 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
         mm,
         fs,
         fdinfo,
-        files: ids.files,
         cpus,
         extra: TaskExtraEntry {
             cap_amb: Some(status.cap_amb),
@@ -416,22 +507,49 @@ fn collect(seized: &mut Seized, dir: &ImageDir, opts: &DumpOpts) -> Result<(Task
     ))
 }
 
-/// Writes every image of the task; `inventory.img` last, so its presence marks a
+/// Writes every image of the tree; `inventory.img` last, so its presence marks a
 /// complete image set.
-pub fn write_images(dir: &ImageDir, t: &TaskState) -> Result<()> {
+pub fn write_images(dir: &ImageDir, tasks: &[TaskState], files: &[FileEntry]) -> Result<()> {
+    let mut w = dir.writer("pstree.img", image::PSTREE)?;
+    for t in tasks {
+        w.entry(&t.pstree)?;
+    }
+    w.finish()?;
+    let mut w = dir.writer("files.img", image::FILES)?;
+    for f in files {
+        w.entry(f)?;
+    }
+    w.finish()?;
+    for t in tasks {
+        write_task(dir, t)?;
+    }
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|s| (s * 1e6) as u64);
+    dir.write_one(
+        "inventory.img",
+        image::INVENTORY,
+        &InventoryEntry {
+            img_version: image::IMG_VERSION,
+            fdinfo_per_id: Some(true),
+            root_ids: tasks.first().map(|t| t.ids),
+            ns_per_id: Some(true),
+            dump_uptime: uptime,
+            ..Default::default()
+        },
+    )?;
+    Ok(())
+}
+
+fn write_task(dir: &ImageDir, t: &TaskState) -> Result<()> {
     let pid = t.pstree.pid;
-    dir.write_one("pstree.img", image::PSTREE, &t.pstree)?;
     for (tid, core) in t.pstree.threads.iter().zip(&t.cores) {
         dir.write_one(&format!("core-{tid}.img"), image::CORE, core)?;
     }
     dir.write_one(&format!("ids-{pid}.img"), image::IDS, &t.ids)?;
     dir.write_one(&format!("mm-{pid}.img"), image::MM, &t.mm)?;
     dir.write_one(&format!("fs-{pid}.img"), image::FS, &t.fs)?;
-    let mut w = dir.writer("files.img", image::FILES)?;
-    for f in &t.files {
-        w.entry(f)?;
-    }
-    w.finish()?;
     let mut w = dir.writer(&format!("fdinfo-{}.img", t.ids.files_id), image::FDINFO)?;
     for f in &t.fdinfo {
         w.entry(f)?;
@@ -447,21 +565,5 @@ pub fn write_images(dir: &ImageDir, t: &TaskState) -> Result<()> {
         w.entry(c)?;
     }
     w.finish()?;
-    let uptime = std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|s| (s * 1e6) as u64);
-    dir.write_one(
-        "inventory.img",
-        image::INVENTORY,
-        &InventoryEntry {
-            img_version: image::IMG_VERSION,
-            fdinfo_per_id: Some(true),
-            root_ids: Some(t.ids),
-            ns_per_id: Some(true),
-            dump_uptime: uptime,
-            ..Default::default()
-        },
-    )?;
     Ok(())
 }

@@ -33,7 +33,7 @@ use cryo_proto::criu::{
 use cryo_proto::cryo::{CpuStateEntry, CryoHeadEntry, TaskExtraEntry};
 use nix::unistd::Pid;
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
@@ -68,7 +68,6 @@ struct Images {
     mm: MmEntry,
     fs: FsEntry,
     fdinfo: Vec<FdinfoEntry>,
-    files: Vec<FileEntry>,
     extra: TaskExtraEntry,
     pages_id: u32,
     pagemap: Vec<PagemapEntry>,
@@ -82,7 +81,8 @@ fn invalid(dir: &ImageDir, name: &str, msg: impl Into<String>) -> Error {
     .into()
 }
 
-fn load(dir: &ImageDir) -> Result<Images> {
+/// Reads and checks the whole image set: the tree, the shared file table, each process.
+fn load(dir: &ImageDir) -> Result<(Vec<Images>, Vec<FileEntry>)> {
     let inv: InventoryEntry = dir.read_one("inventory.img", image::INVENTORY)?;
     if inv.img_version != image::IMG_VERSION {
         return Err(invalid(
@@ -96,20 +96,27 @@ fn load(dir: &ImageDir) -> Result<Images> {
         ));
     }
     let tree: Vec<PstreeEntry> = dir.reader("pstree.img", image::PSTREE)?.all()?;
-    let pstree = match tree.as_slice() {
-        [one] => one.clone(),
-        [] => return Err(invalid(dir, "pstree.img", "no process")),
-        many => {
+    if tree.is_empty() {
+        return Err(invalid(dir, "pstree.img", "no process"));
+    }
+    for (i, e) in tree.iter().enumerate().skip(1) {
+        if !tree[..i].iter().any(|p| p.pid == e.ppid) {
             return Err(invalid(
                 dir,
                 "pstree.img",
-                format!(
-                    "{} processes: process trees are not supported yet",
-                    many.len()
-                ),
-            ))
+                format!("process {} listed before its parent {}", e.pid, e.ppid),
+            ));
         }
-    };
+    }
+    let files = dir.reader("files.img", image::FILES)?.all()?;
+    let imgs = tree
+        .into_iter()
+        .map(|e| load_task(dir, e))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((imgs, files))
+}
+
+fn load_task(dir: &ImageDir, pstree: PstreeEntry) -> Result<Images> {
     let pid = pstree.pid;
     let core: CoreEntry = dir.read_one(&format!("core-{pid}.img"), image::CORE)?;
     if core.mtype != March::X8664 as i32 {
@@ -176,7 +183,6 @@ fn load(dir: &ImageDir) -> Result<Images> {
         fdinfo: dir
             .reader(&format!("fdinfo-{}.img", ids.files_id), image::FDINFO)?
             .all()?,
-        files: dir.reader("files.img", image::FILES)?.all()?,
         extra,
         pages_id,
         pagemap,
@@ -211,35 +217,40 @@ struct ChildPlan {
     cwd: usize,
     root: Option<usize>,
     setsid: bool,
-    setpgid: bool,
+    /// The process group to be in.
+    setpgid: i32,
     umask: u32,
     personality: u32,
     rlimits: Vec<(u32, u64, u64)>,
     comm: std::ffi::CString,
     scratch: u64,
-    go: RawFd,
+    /// Only the root waits for the tracer; its descendants are traced from birth.
+    go: Option<RawFd>,
     report: RawFd,
+    /// Plans (indices) of the children this process creates.
+    children: Vec<usize>,
+    pages_idx: usize,
+    map_idx: HashMap<u32, usize>,
+    exe_idx: usize,
 }
 
 /// Kills and reaps the half-restored process unless the restore completed.
 struct ChildGuard {
-    pid: Pid,
+    /// Every process of the tree, root first.
+    pids: Vec<Pid>,
     armed: bool,
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if self.armed {
-            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
-            // Reap every traced thread, then the leader (cryo restore has no other child).
-            use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-            while let Ok(st) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
-                if matches!(st, WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _) if p == self.pid)
-                {
-                    break;
-                }
+            for p in &self.pids {
+                let _ = nix::sys::signal::kill(*p, nix::sys::signal::Signal::SIGKILL);
             }
-            log::warn!(pid = self.pid.as_raw(); "restore failed; process removed");
+            // Reap every traced thread and process (cryo restore has no other child).
+            use nix::sys::wait::{waitpid, WaitPidFlag};
+            while waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)).is_ok() {}
+            log::warn!(pid = self.pids[0].as_raw(); "restore failed; processes removed");
         }
     }
 }
@@ -270,149 +281,73 @@ fn own_ranges(pid: i32) -> Result<Vec<(u64, u64)>> {
 
 pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     let dir = ImageDir::open(&opts.dir)?;
-    let img = load(&dir)?;
-    let pid = img.pstree.pid as i32;
-    if img.pstree.sid as i32 != pid && !opts.shell_job {
+    let (imgs, files) = load(&dir)?;
+    let pid = imgs[0].pstree.pid as i32;
+    if imgs[0].pstree.sid as i32 != pid && !opts.shell_job {
         return Err(Error::Usage(format!(
             "pid {pid} was not a session leader when dumped; restore it with --shell-job"
         )));
     }
-    if proc::exists(pid) {
-        return Err(Error::PidTaken {
-            pid,
-            holder: holder(pid),
-        });
+    for img in &imgs {
+        let p = img.pstree.pid as i32;
+        if proc::exists(p) {
+            return Err(Error::PidTaken {
+                pid: p,
+                holder: holder(p),
+            });
+        }
     }
     fault_point("restore-before-fork")?;
 
-    // Open everything in this process first: bad input fails before any fork.
-    let by_id: HashMap<u32, &FileEntry> = img.files.iter().map(|f| (f.id, f)).collect();
-    let file = |id: u32| -> Result<&FileEntry> {
-        by_id
-            .get(&id)
-            .copied()
-            .ok_or_else(|| invalid(&dir, "files.img", format!("no file with id {id}")))
-    };
+    // Open everything in this process first: bad input fails before any fork. All
+    // processes of the tree inherit these fds; each keeps its own.
+    let by_id: HashMap<u32, &FileEntry> = files.iter().map(|f| (f.id, f)).collect();
     let mut keep: Vec<OwnedFd> = Vec::new();
-    let mut service: Vec<RawFd> = Vec::new();
-    let mut add_service = |fd: OwnedFd, keep: &mut Vec<OwnedFd>| -> usize {
-        service.push(fd.as_raw_fd());
-        keep.push(fd);
-        service.len() - 1
-    };
+    let mut opened: HashMap<u32, RawFd> = HashMap::new();
     let (go_r, go_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2", 0))?;
     let (rep_r, rep_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2", 0))?;
     let report_raw = rep_w.as_raw_fd();
-    let report_idx = add_service(rep_w, &mut keep);
-    let pages_path = dir.file(&format!("pages-{}.img", img.pages_id));
-    let pages_fd: OwnedFd = std::fs::File::open(&pages_path)
-        .map_err(|_| ImageError::Missing {
-            path: pages_path.clone(),
-        })?
-        .into();
-    let pages_idx = add_service(pages_fd, &mut keep);
-    let mut map_idx: HashMap<u32, usize> = HashMap::new();
-    for v in &img.mm.vmas {
-        if v.status & (mm::VMA_FILE_PRIVATE | mm::VMA_FILE_SHARED) != 0
-            && !map_idx.contains_key(&(v.shmid as u32))
-        {
-            let f = file(v.shmid as u32)?;
-            let r = f
-                .reg
-                .as_ref()
-                .ok_or_else(|| invalid(&dir, "files.img", "mapped file without path"))?;
-            let w = r.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32;
-            let idx = add_service(files::open_for_map(&r.name, w, r.size)?, &mut keep);
-            map_idx.insert(v.shmid as u32, idx);
-        }
+    keep.push(rep_w);
+    let own = own_ranges(std::process::id() as i32)?;
+    let mut plans = Vec::with_capacity(imgs.len());
+    for img in &imgs {
+        plans.push(prepare(
+            &dir,
+            img,
+            &by_id,
+            opts,
+            &mut keep,
+            &mut opened,
+            report_raw,
+            &own,
+        )?);
     }
-    let exe_name = &file(img.mm.exe_file_id)?
-        .reg
-        .as_ref()
-        .map(|r| r.name.clone())
-        .unwrap_or_default();
-    let exe_idx = add_service(files::open_for_map(exe_name, false, None)?, &mut keep);
-    let dir_name = |id: u32| -> Result<String> {
-        file(id)?
-            .reg
-            .as_ref()
-            .map(|r| r.name.clone())
-            .ok_or_else(|| invalid(&dir, "files.img", "directory without path"))
-    };
-    let cwd_idx = add_service(files::open_dir(&dir_name(img.fs.cwd_id)?)?, &mut keep);
-    let root_path = dir_name(img.fs.root_id)?;
-    let root_idx = if root_path != "/" {
-        Some(add_service(files::open_dir(&root_path)?, &mut keep))
-    } else {
-        None
-    };
-    let mut moves = Vec::new();
-    let mut opened: HashMap<u32, RawFd> = HashMap::new();
-    for fi in &img.fdinfo {
-        let src = match opened.get(&fi.id) {
-            Some(&fd) => fd,
-            None => {
-                let fe = file(fi.id)?;
-                let tty = fe.reg.as_ref().is_some_and(|r| files::is_tty_path(&r.name));
-                let f = match (opts.shell_job && tty).then(files::shell_job_tty).flatten() {
-                    Some(t) => t,
-                    None => files::open_reg(fe)?,
-                };
-                let raw = f.as_raw_fd();
-                keep.push(f);
-                opened.insert(fi.id, raw);
-                raw
-            }
-        };
-        moves.push((src, fi.fd as i32, fi.flags & libc::FD_CLOEXEC as u32 != 0));
+    for (i, img) in imgs.iter().enumerate() {
+        plans[i].children = imgs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.pstree.ppid == img.pstree.pid)
+            .map(|(j, _)| j)
+            .collect();
     }
+    plans[0].go = Some(go_r.as_raw_fd());
     let max_fd = keep
         .iter()
         .map(|f| f.as_raw_fd())
-        .chain(moves.iter().map(|m| m.1))
+        .chain(plans.iter().flat_map(|p| p.moves.iter().map(|m| m.1)))
         .chain([go_r.as_raw_fd(), go_w.as_raw_fd(), rep_r.as_raw_fd(), 2])
         .max()
         .unwrap_or(2);
-    let base = max_fd + 1;
-    let tc = img.core.tc.clone().unwrap_or_default();
-    let mut avoid: Vec<(u64, u64)> = img.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
-    avoid.extend(own_ranges(std::process::id() as i32)?);
-    let scratch = find_gap(SCRATCH_LEN, &avoid);
-    let plan = ChildPlan {
-        pid,
-        base,
-        service,
-        moves,
-        cwd: cwd_idx,
-        root: root_idx,
-        setsid: img.pstree.sid as i32 == pid,
-        setpgid: img.pstree.pgid as i32 == pid,
-        umask: img.fs.umask.unwrap_or(0o022),
-        personality: tc.personality,
-        rlimits: tc
-            .rlimits
-            .as_ref()
-            .map(|r| {
-                r.rlimits
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| (i as u32, l.cur, l.max))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        comm: std::ffi::CString::new(tc.comm.clone()).unwrap_or_default(),
-        scratch,
-        go: go_r.as_raw_fd(),
-        report: report_raw,
-    };
-    let _ = report_idx;
+    for p in &mut plans {
+        p.base = max_fd + 1;
+    }
 
     // SAFETY: cryo's restore runs single-threaded; the child only runs `child_main`,
     // which never returns (it stops for the tracer or exits).
     let child = match unsafe { sysproc::clone3_with_pid(pid, 0) } {
-        Ok(None) => child_main(&plan),
+        Ok(None) => child_main(&plans, 0),
         Ok(Some(p)) => p,
         Err(nix::errno::Errno::EEXIST) => {
             return Err(Error::PidTaken {
@@ -430,50 +365,29 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     };
     drop(go_r);
     let mut guard = ChildGuard {
-        pid: child,
+        pids: imgs
+            .iter()
+            .map(|i| Pid::from_raw(i.pstree.pid as i32))
+            .collect(),
         armed: true,
     };
-    raw::seize(
-        child,
-        (libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACECLONE)
-            as usize,
-    )
-    .map_err(Error::sys("PTRACE_SEIZE", pid))?;
+    let traceopts = libc::PTRACE_O_TRACESYSGOOD
+        | libc::PTRACE_O_EXITKILL
+        | libc::PTRACE_O_TRACECLONE
+        | libc::PTRACE_O_TRACEFORK;
+    raw::seize(child, traceopts as usize).map_err(Error::sys("PTRACE_SEIZE", pid))?;
     let mut go_w = std::fs::File::from(go_w);
     go_w.write_all(b"g")
         .map_err(Error::io("write", "restore sync pipe"))?;
-    // Our copies of the fds are the child's business now.
+    // Our copies of the fds are the new processes' business now.
     drop(keep);
-    let mut msg = String::new();
-    std::fs::File::from(rep_r)
-        .read_to_string(&mut msg)
-        .map_err(Error::io("read", "restore report pipe"))?;
-    if msg != "ok" {
-        let msg = if msg.is_empty() {
-            "the new process died while preparing".to_string()
-        } else {
-            msg
-        };
-        return Err(Error::Restore { pid, msg });
+    wait_prepared(imgs.len(), rep_r)?;
+    // Children first: no process runs on before its children are complete.
+    for (img, plan) in imgs.iter().zip(&plans).rev() {
+        let p = Pid::from_raw(img.pstree.pid as i32);
+        let root = img.pstree.pid as i32 == pid;
+        rebuild(img, plan, p, !(root && opts.detach))?;
     }
-    match tr::wait_stop(child)? {
-        Stop::Signal(libc::SIGSTOP) => {}
-        other => {
-            return Err(Error::Restore {
-                pid,
-                msg: format!("unexpected first stop {other:?}"),
-            })
-        }
-    }
-    rebuild(
-        &img,
-        &plan,
-        child,
-        pages_idx,
-        &map_idx,
-        exe_idx,
-        !opts.detach,
-    )?;
     guard.armed = false;
     log::info!(pid = pid; "restored");
     if let Some(p) = &opts.pidfile {
@@ -492,22 +406,224 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     }
 }
 
+/// Opens what one process needs and plans its fds; `base` is set once all are known.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    dir: &ImageDir,
+    img: &Images,
+    by_id: &HashMap<u32, &FileEntry>,
+    opts: &RestoreOpts,
+    keep: &mut Vec<OwnedFd>,
+    opened: &mut HashMap<u32, RawFd>,
+    report: RawFd,
+    own: &[(u64, u64)],
+) -> Result<ChildPlan> {
+    let pid = img.pstree.pid as i32;
+    let file = |id: u32| -> Result<&FileEntry> {
+        by_id
+            .get(&id)
+            .copied()
+            .ok_or_else(|| invalid(dir, "files.img", format!("no file with id {id}")))
+    };
+    let mut service: Vec<RawFd> = vec![report];
+    let mut add_service = |fd: OwnedFd, keep: &mut Vec<OwnedFd>| -> usize {
+        service.push(fd.as_raw_fd());
+        keep.push(fd);
+        service.len() - 1
+    };
+    let pages_path = dir.file(&format!("pages-{}.img", img.pages_id));
+    let pages_fd: OwnedFd = std::fs::File::open(&pages_path)
+        .map_err(|_| ImageError::Missing {
+            path: pages_path.clone(),
+        })?
+        .into();
+    let pages_idx = add_service(pages_fd, keep);
+    let mut map_idx: HashMap<u32, usize> = HashMap::new();
+    for v in &img.mm.vmas {
+        if v.status & (mm::VMA_FILE_PRIVATE | mm::VMA_FILE_SHARED) != 0
+            && !map_idx.contains_key(&(v.shmid as u32))
+        {
+            let r = file(v.shmid as u32)?
+                .reg
+                .as_ref()
+                .ok_or_else(|| invalid(dir, "files.img", "mapped file without path"))?;
+            let w = r.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32;
+            let idx = add_service(files::open_for_map(&r.name, w, r.size)?, keep);
+            map_idx.insert(v.shmid as u32, idx);
+        }
+    }
+    let name = |id: u32| -> Result<String> {
+        file(id)?
+            .reg
+            .as_ref()
+            .map(|r| r.name.clone())
+            .ok_or_else(|| invalid(dir, "files.img", "file without path"))
+    };
+    let exe_idx = add_service(
+        files::open_for_map(&name(img.mm.exe_file_id)?, false, None)?,
+        keep,
+    );
+    let cwd = add_service(files::open_dir(&name(img.fs.cwd_id)?)?, keep);
+    let root_path = name(img.fs.root_id)?;
+    let root = if root_path != "/" {
+        Some(add_service(files::open_dir(&root_path)?, keep))
+    } else {
+        None
+    };
+    let mut moves = Vec::new();
+    for fi in &img.fdinfo {
+        // One open file description per file id, shared across fds and processes.
+        let src = match opened.get(&fi.id) {
+            Some(&fd) => fd,
+            None => {
+                let fe = file(fi.id)?;
+                let tty = fe.reg.as_ref().is_some_and(|r| files::is_tty_path(&r.name));
+                let f = match (opts.shell_job && tty).then(files::shell_job_tty).flatten() {
+                    Some(t) => t,
+                    None => files::open_reg(fe)?,
+                };
+                let raw = f.as_raw_fd();
+                keep.push(f);
+                opened.insert(fi.id, raw);
+                raw
+            }
+        };
+        moves.push((src, fi.fd as i32, fi.flags & libc::FD_CLOEXEC as u32 != 0));
+    }
+    let tc = img.core.tc.clone().unwrap_or_default();
+    let mut avoid: Vec<(u64, u64)> = img.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+    avoid.extend_from_slice(own);
+    Ok(ChildPlan {
+        pid,
+        base: 0,
+        service,
+        moves,
+        cwd,
+        root,
+        setsid: img.pstree.sid as i32 == pid,
+        setpgid: img.pstree.pgid as i32,
+        umask: img.fs.umask.unwrap_or(0o022),
+        personality: tc.personality,
+        rlimits: tc
+            .rlimits
+            .as_ref()
+            .map(|r| {
+                r.rlimits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (i as u32, l.cur, l.max))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        comm: std::ffi::CString::new(tc.comm.clone()).unwrap_or_default(),
+        scratch: find_gap(SCRATCH_LEN, &avoid),
+        go: None,
+        report,
+        children: Vec::new(),
+        pages_idx,
+        map_idx,
+        exe_idx,
+    })
+}
+
+/// Lets the new processes run their preparation (each stops with SIGSTOP when done),
+/// continuing the fork and birth stops of the tree; then checks their reports.
+fn wait_prepared(n: usize, report: OwnedFd) -> Result<()> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let read_report = |report: &OwnedFd| -> String {
+        let _ = nix::fcntl::fcntl(
+            report,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+        let mut b = vec![0u8; 4096];
+        let n = nix::unistd::read(report, &mut b).unwrap_or(0);
+        String::from_utf8_lossy(&b[..n]).into_owned()
+    };
+    let mut ready = 0;
+    while ready < n {
+        let st = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL))
+            .map_err(Error::sys("waitpid", 0))?;
+        match st {
+            WaitStatus::Stopped(p, nix::sys::signal::Signal::SIGSTOP) => {
+                log::debug!(pid = p.as_raw(); "prepared");
+                ready += 1;
+            }
+            WaitStatus::PtraceEvent(p, _, _) => {
+                raw::cont(p, 0).map_err(Error::sys("PTRACE_CONT", p.as_raw()))?
+            }
+            WaitStatus::Stopped(p, sig) => {
+                raw::cont(p, sig as i32).map_err(Error::sys("PTRACE_CONT", p.as_raw()))?
+            }
+            WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _) => {
+                let msg = read_report(&report).replace("ok", "");
+                let msg = if msg.is_empty() {
+                    "the new process died while preparing".to_string()
+                } else {
+                    msg
+                };
+                return Err(Error::Restore {
+                    pid: p.as_raw(),
+                    msg,
+                });
+            }
+            _ => {}
+        }
+    }
+    let msg = read_report(&report);
+    if msg != "ok".repeat(n) {
+        return Err(Error::Restore {
+            pid: 0,
+            msg: format!("preparation reported {msg:?}"),
+        });
+    }
+    Ok(())
+}
+
 /// Runs in the new process: only fd shuffling and simple syscalls, then it stops.
-fn child_main(p: &ChildPlan) -> ! {
+fn child_main(plans: &[ChildPlan], idx: usize) -> ! {
+    let p = &plans[idx];
     let mut report = p.report;
     let fail = |report: RawFd, what: &str, e: nix::errno::Errno| -> ! {
         let m = format!("in the new process: {what}: {e}");
         let _ = sysproc::write_raw(report, m.as_bytes());
         sysproc::exit_now(1)
     };
-    let mut b = [0u8; 1];
-    if sysproc::read_raw(p.go, &mut b) != 1 {
-        sysproc::exit_now(1);
+    if let Some(go) = p.go {
+        let mut b = [0u8; 1];
+        if sysproc::read_raw(go, &mut b) != 1 {
+            sysproc::exit_now(1);
+        }
     }
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     // cryo's own handlers (Rust's runtime sets SIGSEGV/SIGBUS ones) must not leak into
     // the restored process: start from all-default, the tracer sets the dumped ones.
     sysproc::reset_signal_dispositions();
+    // Session and group first (children inherit them), then the children, each made
+    // by its restored parent with its PID; fds are shuffled only after that.
+    if p.setsid {
+        if let Err(e) = nix::unistd::setsid() {
+            fail(report, "setsid", e);
+        }
+    } else if p.setpgid == p.pid {
+        if let Err(e) = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
+            fail(report, "setpgid", e);
+        }
+    } else if p.setpgid != nix::unistd::getpgrp().as_raw()
+        && plans.iter().any(|q| q.pid == p.setpgid)
+    {
+        if let Err(e) = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(p.setpgid)) {
+            fail(report, "setpgid", e);
+        }
+    }
+    for &c in &p.children {
+        // SAFETY: this process is single-threaded (a fork of the restorer); the child
+        // runs child_main, which never returns.
+        match unsafe { sysproc::clone3_with_pid(plans[c].pid, 0) } {
+            Ok(None) => child_main(plans, c),
+            Ok(Some(_)) => {}
+            Err(e) => fail(report, "clone3(set_tid) of a child", e),
+        }
+    }
     // Sources to base.., then drop everything else, then targets into place.
     let sources: Vec<RawFd> = p
         .service
@@ -549,15 +665,6 @@ fn child_main(p: &ChildPlan) -> ! {
         fail(report, "fchdir(cwd)", e);
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask));
-    if p.setsid {
-        if let Err(e) = nix::unistd::setsid() {
-            fail(report, "setsid", e);
-        }
-    } else if p.setpgid {
-        if let Err(e) = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
-            fail(report, "setpgid", e);
-        }
-    }
     sysproc::set_personality(p.personality);
     let me = Pid::from_raw(0);
     for &(res, cur, max) in &p.rlimits {
@@ -591,15 +698,8 @@ fn set_cloexec(fd: RawFd) -> nix::Result<()> {
 }
 
 /// Rebuilds the stopped child into the dumped process and lets it run.
-fn rebuild(
-    img: &Images,
-    plan: &ChildPlan,
-    child: Pid,
-    pages_idx: usize,
-    map_idx: &HashMap<u32, usize>,
-    exe_idx: usize,
-    rearm_pdeath: bool,
-) -> Result<()> {
+fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Result<()> {
+    let (pages_idx, map_idx, exe_idx) = (plan.pages_idx, &plan.map_idx, plan.exe_idx);
     let pid = child.as_raw();
     let svc = |i: usize| (plan.base + i as i32) as u64;
     raw::set_sigmask(child, !0).map_err(Error::sys("PTRACE_SETSIGMASK", pid))?;
