@@ -423,3 +423,46 @@ fn interval_timers() {
     std::thread::sleep(Duration::from_millis(200));
     env.cycle(pid);
 }
+
+/// A 3-level tree with process groups and copy-on-write memory: every process comes back
+/// with its PID, created by its restored parent, and checks itself.
+#[test]
+fn process_tree_three_levels() {
+    let env = Env::new("tree");
+    let pid = env.start("tree", &[]);
+    env.cycle(pid);
+}
+
+/// bash running a loop that forks `sleep` children: bash and its current child come back,
+/// and the loop goes on forking new children afterwards.
+#[test]
+fn real_program_bash_loop_with_child() {
+    let env = Env::new("bash");
+    let counter = env.path("n");
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c").arg(format!(
+        "i=0; while true; do i=$((i+1)); echo $i > {}; sleep 0.3; done",
+        counter.display()
+    ));
+    let pid = env.spawn(cmd, true);
+    wait_exec(pid, "bash");
+    std::thread::sleep(Duration::from_millis(500));
+    env.dump(pid, &[]);
+    let before: u32 = std::fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    env.restore(pid, &[]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let after: u32 = std::fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        after >= before + 2,
+        "bash loop did not go on: {before} -> {after}"
+    );
+    assert!(matches!(state(pid), Some('S' | 'R')));
+}

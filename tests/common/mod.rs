@@ -130,6 +130,8 @@ impl Env {
                 WaitStatus::Signaled(_, Signal::SIGKILL, _) => {}
                 other => panic!("dumped process ended unexpectedly: {other:?}"),
             }
+            // The rest of a dumped tree was orphaned to us (subreaper): reap it too.
+            reap_zombies();
         }
     }
 
@@ -327,6 +329,20 @@ pub fn stopped_children() -> Vec<(i32, char)> {
         .into_iter()
         .filter(|(_, st)| matches!(st, 'T' | 't'))
         .collect()
+}
+
+/// Reaps our children that have exited (killed members of a dumped tree).
+pub fn reap_zombies() {
+    let t = Instant::now();
+    // A killed process may take a moment to turn into a zombie after its tracer let go.
+    while t.elapsed() < Duration::from_millis(200) {
+        for (pid, st) in our_children() {
+            if st == 'Z' {
+                let _ = waitpid(Pid::from_raw(pid), None);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Kills and reaps every child still around (tests clean up by PID).
