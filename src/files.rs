@@ -14,6 +14,9 @@ use std::os::unix::fs::OpenOptionsExt;
 pub struct FileIds {
     next: u32,
     pub files: Vec<FileEntry>,
+    /// Every (pid, fd, file id) registered so far, across the tree: an fd sharing an open
+    /// file description with any of them (dup, or inherited over fork) shares its id.
+    fds: Vec<(i32, i32, u32)>,
 }
 
 impl FileIds {
@@ -62,10 +65,6 @@ impl FileIds {
     }
 }
 
-fn kcmp_file(pid: i32, fd1: i32, fd2: i32) -> bool {
-    crate::sys::process::kcmp_file(pid, fd1, fd2).unwrap_or(false)
-}
-
 /// Collects every fd of `pid` into fdinfo entries (and file entries in `ids`).
 pub fn dump_fds(pid: i32, ids: &mut FileIds) -> Result<Vec<FdinfoEntry>> {
     let dir = format!("/proc/{pid}/fd");
@@ -97,16 +96,17 @@ pub fn dump_fds(pid: i32, ids: &mut FileIds) -> Result<Vec<FdinfoEntry>> {
             continue;
         }
         // An earlier fd with the same open file description shares its id.
-        let shared = out.iter().find(|e| {
-            ids.get(e.id)
-                .and_then(|f| f.reg.as_ref())
+        let shared = ids.fds.iter().find(|(p, f, id)| {
+            ids.get(*id)
+                .and_then(|e| e.reg.as_ref())
                 .is_some_and(|r| r.name == target)
-                && kcmp_file(pid, e.fd as i32, fd)
+                && crate::sys::process::kcmp_file(*p, *f, pid, fd).unwrap_or(false)
         });
         let id = match shared {
-            Some(e) => e.id,
+            Some(&(_, _, id)) => id,
             None => ids.add_reg(&target, flags, info.pos),
         };
+        ids.fds.push((pid, fd, id));
         log::debug!(pid = pid, fd = fd, path = target.as_str(), pos = info.pos, flags = flags; "fd");
         out.push(FdinfoEntry {
             id,

@@ -430,7 +430,21 @@ fn interval_timers() {
 fn process_tree_three_levels() {
     let env = Env::new("tree");
     let pid = env.start("tree", &[]);
-    env.cycle(pid);
+    env.dump(pid, &[]);
+    env.restore(pid, &[]);
+    // The inherited stderr is still one open file description across the tree.
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let kids: Vec<i32> = kids
+        .split_whitespace()
+        .map(|k| k.parse().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 2, "root's children: {kids:?}");
+    for k in kids {
+        // SAFETY: kcmp takes integers only.
+        let same = unsafe { libc::syscall(libc::SYS_kcmp, pid.as_raw(), k, 0, 2, 2) };
+        assert_eq!(same, 0, "stderr of {k} is not shared with its parent {pid}");
+    }
+    env.verify(pid);
 }
 
 /// bash running a loop that forks `sleep` children: bash and its current child come back,

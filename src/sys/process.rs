@@ -156,11 +156,11 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Whether fds `fd1` and `fd2` of `pid` share one open file description.
-pub fn kcmp_file(pid: i32, fd1: i32, fd2: i32) -> Result<bool, Errno> {
+/// Whether fd `fd1` of `pid1` and fd `fd2` of `pid2` share one open file description.
+pub fn kcmp_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result<bool, Errno> {
     const KCMP_FILE: libc::c_int = 0;
     // SAFETY: integers only.
-    let r = check(unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, fd1, fd2) })?;
+    let r = check(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2) })?;
     Ok(r == 0)
 }
 
