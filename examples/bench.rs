@@ -315,24 +315,35 @@ fn main() {
         );
         let _ = std::fs::remove_dir_all(&d);
     }
-    threads_bench(&root, &cryo, &work, 100);
+    shape_bench(
+        &cryo,
+        &work,
+        "One process with 100 threads",
+        &root.join("test-containers/workloads/bin/threads"),
+        &["--threads", "100"],
+    );
+    shape_bench(
+        &cryo,
+        &work,
+        "A tree of 100 processes",
+        &root.join("test-containers/workloads/bin/fanout"),
+        &["--procs", "100"],
+    );
     let _ = std::fs::remove_dir_all(&work);
 }
 
-/// Dump and restore of one process with `n` threads (per-thread cost).
-fn threads_bench(root: &Path, cryo: &Path, work: &Path, n: usize) {
-    let d = work.join("threads");
+/// Dump and restore of a workload of a given shape (many threads, many processes).
+fn shape_bench(cryo: &Path, work: &Path, title: &str, bin: &Path, args: &[&str]) {
+    let d = work.join("shape");
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     let (ready, outf) = (d.join("ready"), d.join("out"));
-    let bin = root.join("test-containers/workloads/bin/threads");
-    let pid = start_workload(
-        &bin,
-        &["--threads", &n.to_string(), "--out", outf.to_str().unwrap()],
-        &ready,
-    );
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend(["--out", outf.to_str().unwrap()]);
+    let pid = start_workload(bin, &a, &ready);
     let c = cycle(cryo, pid, &d.join("img"), &outf);
     let (td, tr, frozen, verdict) = (c.dump, c.restore, c.frozen, c.verdict);
-    println!("\n## One process with {n} threads\n");
+    println!("\n## {title}\n");
     println!("| dump | frozen | restore | verified |\n|---|---|---|---|");
     println!(
         "| {:.0} ms | {frozen} ms | {:.0} ms | {verdict} |",

@@ -480,3 +480,11 @@ fn real_program_bash_loop_with_child() {
     );
     assert!(matches!(state(pid), Some('S' | 'R')));
 }
+
+/// A hundred processes: all restored with their PIDs under their parent.
+#[test]
+fn process_tree_hundred() {
+    let env = Env::new("fanout");
+    let pid = env.start("fanout", &["--procs", "100"]);
+    env.cycle(pid);
+}
