@@ -254,3 +254,34 @@ fn changed_mapped_file_is_refused() {
     );
     assert!(state(pid).is_none());
 }
+
+/// A process someone else already traces cannot be dumped: one clear line, and the
+/// other tracer keeps it.
+#[test]
+fn already_traced_process() {
+    let env = Env::new("traced");
+    let pid = env.start("counter", &["--file", env.path("c.txt").to_str().unwrap()]);
+    nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).unwrap();
+    let out = run_cryo(
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            env.images().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("permission denied to trace it") && err.contains(&pid.to_string()),
+        "{err}"
+    );
+    assert_eq!(tracer(pid), Some(nix::unistd::gettid().as_raw()));
+    // Let it go again (PTRACE_DETACH needs a stop: interrupt first).
+    nix::sys::ptrace::interrupt(pid).unwrap();
+    let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL));
+    nix::sys::ptrace::detach(pid, None).unwrap();
+    env.verify(pid);
+}
