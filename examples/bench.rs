@@ -64,14 +64,21 @@ fn vm_readv_limit() -> f64 {
     let n = 256 * MIB;
     #[allow(clippy::zombie_processes)] // killed and waited for below
     let mut child = Command::new("python3")
-        .args(["-c", &format!("import sys,time; b=bytearray(b'x'*{n}); print(hex(id(b)), flush=True); time.sleep(60)")])
-        .stdout(Stdio::piped())
+        .args(["-c", &format!("import time; b=bytearray(b'x'*{n}); time.sleep(60)")])
+        .stdout(Stdio::null())
         .spawn()
         .expect("python3");
-    let _ = child.stdout.take().map(|mut o| {
-        let mut s = [0u8; 64];
-        let _ = std::io::Read::read(&mut o, &mut s);
-    });
+    // Wait until the buffer is resident.
+    let rss = |pid: u32| -> usize {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+            .unwrap_or(0)
+            * 1024
+    };
+    while rss(child.id()) < n {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Read the child's biggest anonymous mapping, whatever its exact layout.
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).unwrap_or_default();
     let (start, end) = maps
@@ -209,6 +216,12 @@ fn cycle(cryo: &Path, pid: Pid, img: &Path, outf: &Path) -> Cycle {
         ],
     );
     let _ = waitpid(pid, None);
+    // The rest of a dumped tree was orphaned to us (a subreaper): reap it.
+    while let Ok(st) = waitpid(Pid::from_raw(-1), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+        if st == nix::sys::wait::WaitStatus::StillAlive {
+            break;
+        }
+    }
     let frozen = err
         .split("frozen ")
         .nth(1)

@@ -18,10 +18,11 @@
 //! the signal hit a thread in the middle of logging, or another thread is logging right
 //! now — the buffered records are lost rather than risking a deadlock or writing a buffer
 //! that is being modified. cryo's engine is single-threaded and faults outside the sink,
-//! so in practice the lock is free. Then the handler puts back the action that was there
-//! before (`SIG_DFL`, or the Rust runtime's stack-overflow reporter for SIGSEGV/SIGBUS) and,
-//! for a signal that was sent (`kill`, `raise`, `abort`), raises it again; a fault is
-//! re-executed on return and meets the previous action with its original `siginfo`.
+//! so in practice the lock is free. Then, for a signal that was sent (`kill`, `raise`,
+//! `abort`), the handler sets the default action and raises it again; for a fault it puts
+//! back the action that was there before (`SIG_DFL`, or the Rust runtime's stack-overflow
+//! reporter for SIGSEGV/SIGBUS) and returns: the faulting instruction runs again and
+//! meets that action with its original `siginfo`.
 
 pub mod decode;
 pub mod sink;
@@ -63,7 +64,7 @@ pub fn flush_now() {
 
 /// Flushes the binary log on panic (hook chained before the previous one, after logging
 /// the panic as an ERROR record) and on the fatal signals SIGSEGV, SIGBUS, SIGABRT,
-/// SIGILL and SIGFPE (see the module documentation). Call once after [`init_file`];
+/// SIGILL and SIGFPE (see the module documentation). Before or after [`init_file`];
 /// later calls do nothing.
 pub fn install_crash_flush() {
     static ONCE: Once = Once::new();
@@ -130,16 +131,23 @@ extern "C" fn on_fatal_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *
     let Ok(s) = Signal::try_from(sig) else {
         return;
     };
-    let old = FATAL
-        .iter()
-        .position(|&f| f == s)
-        .and_then(|i| OLD_ACTIONS[i].get().copied())
-        .unwrap_or_else(|| SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty()));
-    let _ = set_action(s, &old);
-    // si_code <= 0: sent by kill/tgkill/raise/abort; send it again, delivered when we
-    // return. > 0: a fault, which the faulting instruction raises again on return.
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     if si_code(info).is_none_or(|c| c <= 0) {
+        // Sent by kill/tgkill/raise/abort: send it again with the default action; it is
+        // delivered when we return. (The Rust runtime's SIGSEGV/SIGBUS handler would
+        // just return from a sent signal and let the process go on.)
+        let _ = set_action(s, &dfl);
         let _ = signal::raise(s);
+    } else {
+        // A fault: put the previous action back; returning re-executes the faulting
+        // instruction, which meets it with the original siginfo (the runtime's handler
+        // reports a stack overflow, then falls back to the default action).
+        let old = FATAL
+            .iter()
+            .position(|&f| f == s)
+            .and_then(|i| OLD_ACTIONS[i].get().copied())
+            .unwrap_or(dfl);
+        let _ = set_action(s, &old);
     }
 }
 
@@ -653,6 +661,102 @@ mod tests {
                 for l in text.lines() {
                     let _: serde_json::Value = serde_json::from_str(l).expect(l);
                 }
+            }
+        }
+    }
+
+    /// Run by `binlog_crash_flush_keeps_the_last_records` in a child process: installs
+    /// the global sink, logs, then ends as `CRYO_BINLOG_CRASH` says.
+    #[test]
+    #[ignore]
+    fn binlog_crash_child() {
+        let (Ok(how), Ok(path)) = (
+            std::env::var("CRYO_BINLOG_CRASH"),
+            std::env::var("CRYO_BINLOG_CRASH_FILE"),
+        ) else {
+            return;
+        };
+        init_file(std::path::Path::new(&path), LevelFilter::Trace).unwrap();
+        install_crash_flush();
+        for i in 0..3u32 {
+            log::debug!(i = i, how = how.as_str(); "before the end");
+        }
+        match how.as_str() {
+            "exit" => {}
+            "abort" => std::process::abort(),
+            "kill" => {
+                let _ = nix::sys::signal::raise(Signal::SIGBUS);
+            }
+            "fault" => {
+                use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+                let len = std::num::NonZeroUsize::new(4096).unwrap();
+                // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+                let p = unsafe {
+                    mmap_anonymous(None, len, ProtFlags::PROT_NONE, MapFlags::MAP_PRIVATE)
+                }
+                .unwrap();
+                // SAFETY: the page is mapped but inaccessible: the read faults with
+                // SIGSEGV (SEGV_ACCERR), which is what this test wants.
+                let v = unsafe { std::ptr::read_volatile(p.as_ptr().cast::<u8>()) };
+                std::hint::black_box(v);
+            }
+            "overflow" => {
+                #[allow(unconditional_recursion)]
+                fn down(n: u64) -> u64 {
+                    let pad = std::hint::black_box([n; 64]);
+                    down(pad[3] + 1) + pad[7]
+                }
+                std::hint::black_box(down(0));
+            }
+            "panic" => panic!("deliberate"),
+            other => panic!("unknown mode {other}"),
+        }
+    }
+
+    #[test]
+    fn binlog_crash_flush_keeps_the_last_records() {
+        use std::os::unix::process::ExitStatusExt;
+        let exe = std::env::current_exe().unwrap();
+        for (how, signal) in [
+            ("exit", None),
+            ("abort", Some(libc::SIGABRT)),
+            ("kill", Some(libc::SIGBUS)),
+            ("fault", Some(libc::SIGSEGV)),
+            // The runtime reports the overflow, then aborts (SIGABRT). In a debug build
+            // the nested SIGABRT handler can overflow the small alternate signal stack:
+            // the kernel then kills with SIGSEGV, after our first flush.
+            ("overflow", None),
+            ("panic", None),
+        ] {
+            let t = Tmp::new(how);
+            let st = std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "binlog::tests::binlog_crash_child",
+                    "--ignored",
+                    "--test-threads=1",
+                ])
+                .env("CRYO_BINLOG_CRASH", how)
+                .env("CRYO_BINLOG_CRASH_FILE", &t.0)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            match (how, st.signal()) {
+                ("overflow", Some(libc::SIGABRT | libc::SIGSEGV)) => {}
+                (_, got) => assert_eq!(got, signal, "{how}: {st:?}"),
+            }
+            let (lines, rep) = decode_text(&t.bytes());
+            assert!(rep.is_complete(), "{how}: {rep}");
+            let want = if how == "panic" { 4 } else { 3 };
+            assert_eq!(lines.len(), want, "{how}: {lines:?}");
+            assert!(
+                lines[2].ends_with(&format!("before the end i=2 how={how}")),
+                "{how}: {lines:?}"
+            );
+            if how == "panic" {
+                assert!(lines[3].contains("ERROR panicked at=src/binlog/mod.rs:"));
+                assert!(lines[3].ends_with("message=deliberate"), "{lines:?}");
             }
         }
     }
