@@ -64,7 +64,10 @@ fn vm_readv_limit() -> f64 {
     let n = 256 * MIB;
     #[allow(clippy::zombie_processes)] // killed and waited for below
     let mut child = Command::new("python3")
-        .args(["-c", &format!("import time; b=bytearray(b'x'*{n}); time.sleep(60)")])
+        .args([
+            "-c",
+            &format!("import time; b=bytearray(b'x'*{n}); time.sleep(60)"),
+        ])
         .stdout(Stdio::null())
         .spawn()
         .expect("python3");
@@ -72,7 +75,11 @@ fn vm_readv_limit() -> f64 {
     let rss = |pid: u32| -> usize {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
             .unwrap_or(0)
             * 1024
     };
@@ -217,7 +224,10 @@ fn cycle(cryo: &Path, pid: Pid, img: &Path, outf: &Path) -> Cycle {
     );
     let _ = waitpid(pid, None);
     // The rest of a dumped tree was orphaned to us (a subreaper): reap it.
-    while let Ok(st) = waitpid(Pid::from_raw(-1), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+    while let Ok(st) = waitpid(
+        Pid::from_raw(-1),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    ) {
         if st == nix::sys::wait::WaitStatus::StillAlive {
             break;
         }

@@ -11,6 +11,26 @@ pub struct TextLogger {
     out: Mutex<Box<dyn Write + Send>>,
     level: log::LevelFilter,
     start: Instant,
+    /// One JSON object per line instead of text (`--log-format json`, for engines).
+    json: bool,
+}
+
+struct JsonKv<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl<'kvs> VisitSource<'kvs> for JsonKv<'_> {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        let v = if let Some(n) = value.to_i64() {
+            serde_json::Value::from(n)
+        } else if let Some(n) = value.to_u64() {
+            serde_json::Value::from(n)
+        } else if let Some(b) = value.to_bool() {
+            serde_json::Value::from(b)
+        } else {
+            serde_json::Value::from(value.to_string())
+        };
+        self.0.insert(key.to_string(), v);
+        Ok(())
+    }
 }
 
 struct Kv<'a>(&'a mut String);
@@ -32,6 +52,17 @@ impl log::Log for TextLogger {
             return;
         }
         let t = self.start.elapsed();
+        if self.json {
+            let mut m = serde_json::Map::new();
+            m.insert("ts".into(), serde_json::Value::from(t.as_secs_f64()));
+            m.insert("level".into(), serde_json::Value::from(r.level().as_str()));
+            m.insert("msg".into(), serde_json::Value::from(r.args().to_string()));
+            let _ = r.key_values().visit(&mut JsonKv(&mut m));
+            if let Ok(mut o) = self.out.lock() {
+                let _ = writeln!(o, "{}", serde_json::Value::Object(m));
+            }
+            return;
+        }
         let mut line = format!(
             "({:3}.{:06}) {:5} {}",
             t.as_secs(),
@@ -64,8 +95,13 @@ pub fn level_from_verbosity(v: u8) -> log::LevelFilter {
     }
 }
 
-/// Installs the text sink writing to `path` (created 0600). Only the first call wins.
-pub fn init_file(path: &std::path::Path, level: log::LevelFilter) -> std::io::Result<()> {
+/// Installs the text (or JSON-lines) sink writing to `path` (created 0600). Only the
+/// first call wins.
+pub fn init_file(
+    path: &std::path::Path,
+    level: log::LevelFilter,
+    json: bool,
+) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -76,6 +112,7 @@ pub fn init_file(path: &std::path::Path, level: log::LevelFilter) -> std::io::Re
         out: Mutex::new(Box::new(std::io::LineWriter::new(f))),
         level,
         start: Instant::now(),
+        json,
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);

@@ -16,8 +16,20 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// How the log is written. Binary costs almost nothing at full verbosity, so dump and
+/// restore always log everything; `cryo log decode` renders it as text later.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Binary,
+    Json,
+}
+
 #[derive(clap::Args)]
 struct LogArgs {
+    /// Log sink: binary (default; read with `cryo log decode`), text, json.
+    #[arg(long, value_enum, default_value_t = LogFormat::Binary)]
+    log_format: LogFormat,
     /// Log verbosity 0 (errors) … 4 (everything), e.g. -v4.
     #[arg(short = 'v', default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=4))]
     verbosity: u8,
@@ -63,6 +75,25 @@ enum Cmd {
     },
     /// Check that the kernel has every feature cryo uses.
     Check,
+    /// Work with cryo's logs.
+    Log {
+        #[command(subcommand)]
+        cmd: LogCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCmd {
+    /// Render a binary log as the text (or JSON) the other sinks write.
+    Decode {
+        file: PathBuf,
+        /// Show records up to this level: error, warn, info, debug, trace.
+        #[arg(long, default_value = "trace")]
+        level: log::LevelFilter,
+        /// One JSON object per record.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Sets up the log file; returns its path for the error line.
@@ -71,7 +102,16 @@ fn init_log(args: &LogArgs, dir: &Path, default_name: &str) -> Option<PathBuf> {
     if args.log.is_none() {
         let _ = cryo::image::ImageDir::create(dir);
     }
-    match cryo::logging::init_file(&path, cryo::logging::level_from_verbosity(args.verbosity)) {
+    let level = cryo::logging::level_from_verbosity(args.verbosity);
+    let res = match args.log_format {
+        LogFormat::Binary => {
+            cryo::binlog::install_crash_flush();
+            cryo::binlog::init_file(&path, level)
+        }
+        LogFormat::Text => cryo::logging::init_file(&path, level, false),
+        LogFormat::Json => cryo::logging::init_file(&path, level, true),
+    };
+    match res {
         Ok(()) => Some(path),
         Err(e) => {
             eprintln!("cryo: warning: cannot open log {}: {e}", path.display());
@@ -80,10 +120,25 @@ fn init_log(args: &LogArgs, dir: &Path, default_name: &str) -> Option<PathBuf> {
     }
 }
 
+fn is_binary_log(p: &Path) -> bool {
+    let mut head = [0u8; 8];
+    std::fs::File::open(p)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && cryo::binlog::is_binlog(&head)
+}
+
 fn fail(e: cryo::Error, log: Option<&Path>) -> ExitCode {
     log::error!(err:% = e; "failed");
     log::logger().flush();
     match log {
+        Some(l) if is_binary_log(l) => {
+            eprintln!(
+                "cryo: error: {e} (log: {}; read it with `cryo log decode {}`)",
+                l.display(),
+                l.display()
+            )
+        }
         Some(l) => eprintln!("cryo: error: {e} (log: {})", l.display()),
         None => eprintln!("cryo: error: {e}"),
     }
@@ -97,6 +152,30 @@ fn main() -> ExitCode {
             if cryo::check::run() {
                 ExitCode::SUCCESS
             } else {
+                ExitCode::FAILURE
+            }
+        }
+        Cmd::Log {
+            cmd: LogCmd::Decode { file, level, json },
+        } => {
+            let bytes = match std::fs::read(&file) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("cryo: error: read {}: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            if !cryo::binlog::is_binlog(&bytes) {
+                eprintln!("cryo: error: {} is not a cryo binary log", file.display());
+                return ExitCode::FAILURE;
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let report = cryo::binlog::decode(&bytes, level, &mut out, json);
+            drop(out);
+            if report.is_complete() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("cryo: {report}");
                 ExitCode::FAILURE
             }
         }

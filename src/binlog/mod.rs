@@ -797,7 +797,7 @@ mod tests {
         drop(bin);
         let bin_size = std::fs::metadata(&bin_path).unwrap().len();
 
-        crate::logging::init_file(&text_path, LevelFilter::Trace).unwrap();
+        crate::logging::init_file(&text_path, LevelFilter::Trace, false).unwrap();
         let text_ns = run(log::logger());
         let text_size = std::fs::metadata(&text_path).unwrap().len();
 
