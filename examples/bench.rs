@@ -352,7 +352,91 @@ fn main() {
         &root.join("test-containers/workloads/bin/fanout"),
         &["--procs", "100"],
     );
+    log_cost(
+        &cryo,
+        &work,
+        "mem 512 MiB",
+        &mem,
+        &["--mib", "512", "--tmpdir", work.to_str().unwrap()],
+    );
+    log_cost(
+        &cryo,
+        &work,
+        "100-process tree",
+        &root.join("test-containers/workloads/bin/fanout"),
+        &["--procs", "100"],
+    );
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Dump time (median of 3, `--leave-running`) with logging off (-v0), text at full
+/// verbosity and binary at full verbosity; log size per record.
+fn log_cost(cryo: &Path, work: &Path, title: &str, bin: &Path, args: &[&str]) {
+    let d = work.join("logcost");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let (ready, outf) = (d.join("ready"), d.join("out"));
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend(["--out", outf.to_str().unwrap()]);
+    let pid = start_workload(bin, &a, &ready);
+    let modes: [(&str, &[&str]); 3] = [
+        ("off (-v0)", &["-v0", "--log-format", "text"]),
+        ("text -v4", &["-v4", "--log-format", "text"]),
+        ("binary -v4", &["-v4", "--log-format", "binary"]),
+    ];
+    println!("\n## Logging cost: dump of {title} (median of 3, --leave-running)\n");
+    println!(
+        "| log | dump | vs off | log size | records | bytes/record |\n|---|---|---|---|---|---|"
+    );
+    let mut off = 0.0;
+    for (name, flags) in modes {
+        let mut times = Vec::new();
+        let mut size = 0;
+        let mut records = 0;
+        for i in 0..3 {
+            let img = d.join(format!("img-{i}"));
+            let log = d.join(format!("log-{i}"));
+            let mut argv = vec!["dump", "-R", "-o", log.to_str().unwrap()];
+            let p = pid.to_string();
+            argv.extend(["-t", &p, "-D", img.to_str().unwrap()]);
+            argv.extend_from_slice(flags);
+            let (t, _, _) = run_cryo(cryo, &argv);
+            times.push(t.as_secs_f64() * 1e3);
+            size = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            records = if name.starts_with("binary") {
+                let out = Command::new(cryo)
+                    .args(["log", "decode"])
+                    .arg(&log)
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).lines().count()
+            } else {
+                std::fs::read_to_string(&log)
+                    .map(|s| s.lines().count())
+                    .unwrap_or(0)
+            };
+            let _ = std::fs::remove_dir_all(&img);
+            let _ = std::fs::remove_file(&log);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let med = times[1];
+        if off == 0.0 {
+            off = med;
+        }
+        let per = if records > 0 {
+            size as f64 / records as f64
+        } else {
+            0.0
+        };
+        println!(
+            "| {name} | {med:.0} ms | {:+.1}% | {:.1} KiB | {records} | {per:.0} |",
+            100.0 * (med - off) / off,
+            size as f64 / 1024.0
+        );
+    }
+    let _ = kill(pid, Signal::SIGTERM);
+    let _ = waitpid(pid, None);
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// Dump and restore of a workload of a given shape (many threads, many processes).
