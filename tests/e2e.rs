@@ -156,18 +156,7 @@ fn shell_job() {
         &["--file", env.path("c.txt").to_str().unwrap()],
         false,
     );
-    let out = run_cryo(
-        &[
-            "dump",
-            "-t",
-            &pid.to_string(),
-            "-D",
-            env.images().to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--shell-job"));
+    assert!(env.dump_fails(pid, &[]).contains("--shell-job"));
     assert_eq!(tracer(pid), Some(0));
     env.dump(pid, &["--shell-job"]);
     env.restore(pid, &["--shell-job"]);
@@ -325,34 +314,10 @@ fn shell_job_on_a_terminal() {
     cmd.stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
         .stderr(slave);
-    // SAFETY: close_range is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    #[allow(clippy::zombie_processes)] // reaped by PID in verify()
-    let child = cmd.spawn().unwrap();
-    let pid = Pid::from_raw(child.id() as i32);
+    let pid = spawn_with_stdio(cmd);
     wait_for(&env.path("ready"), Duration::from_secs(10));
     env.dump(pid, &["--shell-job"]);
-    let out = Command::new(cryo())
-        .args([
-            "restore",
-            "-d",
-            "--shell-job",
-            "-D",
-            env.images().to_str().unwrap(),
-        ])
-        .stdin(std::fs::File::from(second.slave.try_clone().unwrap()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.restore_on_tty(std::fs::File::from(second.slave.try_clone().unwrap()));
     let want = tty_name(&second.slave);
     for fd in 0..3 {
         let got = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
@@ -374,35 +339,11 @@ fn real_program_blocked_in_tty_read() {
     cmd.stdin(std::fs::File::from(first.slave.try_clone().unwrap()));
     cmd.stdout(std::fs::File::create(env.path("head.out")).unwrap());
     cmd.stderr(std::fs::File::from(first.slave.try_clone().unwrap()));
-    // SAFETY: close_range is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    #[allow(clippy::zombie_processes)] // reaped by PID below
-    let child = cmd.spawn().unwrap();
-    let pid = Pid::from_raw(child.id() as i32);
+    let pid = spawn_with_stdio(cmd);
     wait_exec(pid, "head");
     std::thread::sleep(Duration::from_millis(200));
     env.dump(pid, &["--shell-job"]);
-    let out = Command::new(cryo())
-        .args([
-            "restore",
-            "-d",
-            "--shell-job",
-            "-D",
-            env.images().to_str().unwrap(),
-        ])
-        .stdin(std::fs::File::from(second.slave.try_clone().unwrap()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.restore_on_tty(std::fs::File::from(second.slave.try_clone().unwrap()));
     std::thread::sleep(Duration::from_millis(100));
     let mut master = std::fs::File::from(second.master.try_clone().unwrap());
     master.write_all(b"hello\n").unwrap();

@@ -180,12 +180,7 @@ fn newer_image_version() {
 #[test]
 fn no_such_process() {
     let env = Env::new("nopid");
-    let out = run_cryo(
-        &["dump", "-t", "999999", "-D", env.images().to_str().unwrap()],
-        &[],
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.dump_fails(nix::unistd::Pid::from_raw(999999), &[]);
     assert!(
         err.contains("no such process: 999999") && err.contains("log:"),
         "{err}"
@@ -262,18 +257,7 @@ fn already_traced_process() {
     let env = Env::new("traced");
     let pid = env.start("counter", &["--file", env.path("c.txt").to_str().unwrap()]);
     nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).unwrap();
-    let out = run_cryo(
-        &[
-            "dump",
-            "-t",
-            &pid.to_string(),
-            "-D",
-            env.images().to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.dump_fails(pid, &[]);
     assert!(
         err.contains("permission denied to trace it") && err.contains(&pid.to_string()),
         "{err}"

@@ -108,18 +108,17 @@ impl Env {
         self.path("img")
     }
 
+    fn run_dump(&self, pid: Pid, extra: &[&str]) -> Output {
+        let pid = pid.to_string();
+        run_cryo(
+            &["dump", "-t", &pid, "-D", self.images().to_str().unwrap()],
+            extra,
+        )
+    }
+
     /// `cryo dump`; asserts success and, unless leaving it running, that it is gone.
     pub fn dump(&self, pid: Pid, extra: &[&str]) {
-        let out = run_cryo(
-            &[
-                "dump",
-                "-t",
-                &pid.to_string(),
-                "-D",
-                self.images().to_str().unwrap(),
-            ],
-            extra,
-        );
+        let out = self.run_dump(pid, extra);
         assert!(
             out.status.success(),
             "dump failed: {}",
@@ -228,6 +227,33 @@ impl Env {
         assert_eq!(st.code(), Some(0), "cryo restore exit: {st}");
     }
 
+    /// `cryo dump` that must fail; returns its stderr (one line naming the problem).
+    pub fn dump_fails(&self, pid: Pid, extra: &[&str]) -> String {
+        let out = self.run_dump(pid, extra);
+        assert!(!out.status.success(), "dump of {pid} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `cryo restore -d --shell-job` run from the terminal `tty` (its stdin).
+    pub fn restore_on_tty(&self, tty: std::fs::File) {
+        let out = Command::new(cryo())
+            .args([
+                "restore",
+                "-d",
+                "--shell-job",
+                "-D",
+                self.images().to_str().unwrap(),
+            ])
+            .stdin(tty)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Full cycle: dump (killing it), restore, verify.
     pub fn cycle(&self, pid: Pid) {
         self.dump(pid, &[]);
@@ -268,6 +294,20 @@ pub fn wait_for(path: &Path, timeout: Duration) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Spawns `cmd` with the stdio it was given and nothing else open; returns its PID.
+pub fn spawn_with_stdio(mut cmd: Command) -> Pid {
+    // SAFETY: close_range is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    #[allow(clippy::zombie_processes)] // reaped by PID by the test
+    let child = cmd.spawn().unwrap();
+    Pid::from_raw(child.id() as i32)
 }
 
 /// Waits until `pid` has exec'd a program whose path contains `name` and holds only
