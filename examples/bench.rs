@@ -355,21 +355,21 @@ fn main() {
     log_cost(
         &cryo,
         &work,
-        "mem 512 MiB",
+        "mem 1 GiB",
         &mem,
-        &["--mib", "512", "--tmpdir", work.to_str().unwrap()],
+        &["--mib", "1024", "--tmpdir", work.to_str().unwrap()],
     );
     log_cost(
         &cryo,
         &work,
-        "100-process tree",
+        "50 processes x 200 VMAs x 50 fds",
         &root.join("test-containers/workloads/bin/fanout"),
-        &["--procs", "100"],
+        &["--procs", "50", "--vmas", "200", "--fds", "50"],
     );
     let _ = std::fs::remove_dir_all(&work);
 }
 
-/// Dump time (median of 3, `--leave-running`) with logging off (-v0), text at full
+/// Dump and restore times (median of 3 cycles) with logging off (-v0), text at full
 /// verbosity and binary at full verbosity; log size per record.
 fn log_cost(cryo: &Path, work: &Path, title: &str, bin: &Path, args: &[&str]) {
     let d = work.join("logcost");
@@ -384,24 +384,39 @@ fn log_cost(cryo: &Path, work: &Path, title: &str, bin: &Path, args: &[&str]) {
         ("text -v4", &["-v4", "--log-format", "text"]),
         ("binary -v4", &["-v4", "--log-format", "binary"]),
     ];
-    println!("\n## Logging cost: dump of {title} (median of 3, --leave-running)\n");
-    println!(
-        "| log | dump | vs off | log size | records | bytes/record |\n|---|---|---|---|---|---|"
-    );
-    let mut off = 0.0;
+    println!("\n## Logging cost: {title} (median of 3 dump+restore cycles)\n");
+    println!("| log | dump | vs off | restore | vs off | dump log | records | bytes/record |\n|---|---|---|---|---|---|---|---|");
+    let (mut off_d, mut off_r) = (0.0, 0.0);
+    let p = pid.to_string();
     for (name, flags) in modes {
-        let mut times = Vec::new();
-        let mut size = 0;
-        let mut records = 0;
+        let (mut td, mut tr) = (Vec::new(), Vec::new());
+        let (mut size, mut records) = (0, 0);
         for i in 0..3 {
             let img = d.join(format!("img-{i}"));
             let log = d.join(format!("log-{i}"));
-            let mut argv = vec!["dump", "-R", "-o", log.to_str().unwrap()];
-            let p = pid.to_string();
-            argv.extend(["-t", &p, "-D", img.to_str().unwrap()]);
+            let mut argv = vec![
+                "dump",
+                "-o",
+                log.to_str().unwrap(),
+                "-t",
+                &p,
+                "-D",
+                img.to_str().unwrap(),
+            ];
             argv.extend_from_slice(flags);
-            let (t, _, _) = run_cryo(cryo, &argv);
-            times.push(t.as_secs_f64() * 1e3);
+            td.push(run_cryo(cryo, &argv).0.as_secs_f64() * 1e3);
+            reap_dumped(pid);
+            let rlog = d.join(format!("rlog-{i}"));
+            let mut argv = vec![
+                "restore",
+                "-d",
+                "-o",
+                rlog.to_str().unwrap(),
+                "-D",
+                img.to_str().unwrap(),
+            ];
+            argv.extend_from_slice(flags);
+            tr.push(run_cryo(cryo, &argv).0.as_secs_f64() * 1e3);
             size = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
             records = if name.starts_with("binary") {
                 let out = Command::new(cryo)
@@ -417,11 +432,13 @@ fn log_cost(cryo: &Path, work: &Path, title: &str, bin: &Path, args: &[&str]) {
             };
             let _ = std::fs::remove_dir_all(&img);
             let _ = std::fs::remove_file(&log);
+            let _ = std::fs::remove_file(&rlog);
         }
-        times.sort_by(|a, b| a.total_cmp(b));
-        let med = times[1];
-        if off == 0.0 {
-            off = med;
+        td.sort_by(|a, b| a.total_cmp(b));
+        tr.sort_by(|a, b| a.total_cmp(b));
+        let (md, mr) = (td[1], tr[1]);
+        if off_d == 0.0 {
+            (off_d, off_r) = (md, mr);
         }
         let per = if records > 0 {
             size as f64 / records as f64
@@ -429,14 +446,30 @@ fn log_cost(cryo: &Path, work: &Path, title: &str, bin: &Path, args: &[&str]) {
             0.0
         };
         println!(
-            "| {name} | {med:.0} ms | {:+.1}% | {:.1} KiB | {records} | {per:.0} |",
-            100.0 * (med - off) / off,
+            "| {name} | {md:.0} ms | {:+.1}% | {mr:.0} ms | {:+.1}% | {:.0} KiB | {records} | {per:.0} |",
+            100.0 * (md - off_d) / off_d,
+            100.0 * (mr - off_r) / off_r,
             size as f64 / 1024.0
         );
     }
     let _ = kill(pid, Signal::SIGTERM);
     let _ = waitpid(pid, None);
+    let verdict = std::fs::read_to_string(&outf).unwrap_or_default();
+    println!("\nverified after 9 cycles: {}", verdict.trim());
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Reaps a dumped (killed) workload and the members of its tree orphaned to us.
+fn reap_dumped(pid: Pid) {
+    let _ = waitpid(pid, None);
+    while let Ok(st) = waitpid(
+        Pid::from_raw(-1),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    ) {
+        if st == nix::sys::wait::WaitStatus::StillAlive {
+            break;
+        }
+    }
 }
 
 /// Dump and restore of a workload of a given shape (many threads, many processes).

@@ -429,3 +429,11 @@ fn process_tree_hundred() {
     let pid = env.start("fanout", &["--procs", "100"]);
     env.cycle(pid);
 }
+
+/// Many objects: 10 processes, each with 200 extra mappings and 50 extra fds.
+#[test]
+fn process_tree_many_objects() {
+    let env = Env::new("objects");
+    let pid = env.start("fanout", &["--procs", "10", "--vmas", "200", "--fds", "50"]);
+    env.cycle(pid);
+}
