@@ -14,9 +14,11 @@ use std::os::unix::fs::OpenOptionsExt;
 pub struct FileIds {
     next: u32,
     pub files: Vec<FileEntry>,
-    /// Every (pid, fd, file id) registered so far, across the tree: an fd sharing an open
-    /// file description with any of them (dup, or inherited over fork) shares its id.
-    fds: Vec<(i32, i32, u32)>,
+    /// One (pid, fd, file id) per open file description seen so far, across the tree,
+    /// kept in the kernel's order of those descriptions (kcmp orders them): a new fd is
+    /// placed by binary search, so finding fds that share a description (dup, or
+    /// inherited over fork) costs O(log n) kcmp calls, not one per earlier fd.
+    descs: Vec<(i32, i32, u32)>,
 }
 
 impl FileIds {
@@ -60,6 +62,22 @@ impl FileIds {
         id
     }
 
+    /// Binary search of `descs` for the open file description of `fd` in `pid`:
+    /// `Ok(index)` if already there, `Err(insert_at)` if new.
+    fn find_desc(&self, pid: i32, fd: i32) -> Result<std::result::Result<usize, usize>> {
+        let (mut lo, mut hi) = (0, self.descs.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (p, f, _) = self.descs[mid];
+            match crate::sys::process::kcmp_order(p, f, pid, fd).map_err(Error::sys("kcmp", pid))? {
+                std::cmp::Ordering::Equal => return Ok(Ok(mid)),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        Ok(Err(lo))
+    }
+
     pub fn get(&self, id: u32) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.id == id)
     }
@@ -96,17 +114,14 @@ pub fn dump_fds(pid: i32, ids: &mut FileIds) -> Result<Vec<FdinfoEntry>> {
             continue;
         }
         // An earlier fd with the same open file description shares its id.
-        let shared = ids.fds.iter().find(|(p, f, id)| {
-            ids.get(*id)
-                .and_then(|e| e.reg.as_ref())
-                .is_some_and(|r| r.name == target)
-                && crate::sys::process::kcmp_file(*p, *f, pid, fd).unwrap_or(false)
-        });
-        let id = match shared {
-            Some(&(_, _, id)) => id,
-            None => ids.add_reg(&target, flags, info.pos),
+        let id = match ids.find_desc(pid, fd)? {
+            Ok(i) => ids.descs[i].2,
+            Err(at) => {
+                let id = ids.add_reg(&target, flags, info.pos);
+                ids.descs.insert(at, (pid, fd, id));
+                id
+            }
         };
-        ids.fds.push((pid, fd, id));
         log::debug!(pid = pid, fd = fd, path = target.as_str(), pos = info.pos, flags = flags; "fd");
         out.push(FdinfoEntry {
             id,

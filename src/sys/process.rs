@@ -156,12 +156,17 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Whether fd `fd1` of `pid1` and fd `fd2` of `pid2` share one open file description.
-pub fn kcmp_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result<bool, Errno> {
+/// The kernel's (obfuscated, but consistent) order of the open file descriptions of
+/// fd `fd1` in `pid1` and fd `fd2` in `pid2`: `Equal` means they are the same one.
+pub fn kcmp_order(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Result<std::cmp::Ordering, Errno> {
     const KCMP_FILE: libc::c_int = 0;
     // SAFETY: integers only.
     let r = check(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2) })?;
-    Ok(r == 0)
+    Ok(match r {
+        0 => std::cmp::Ordering::Equal,
+        1 => std::cmp::Ordering::Less,
+        _ => std::cmp::Ordering::Greater,
+    })
 }
 
 /// `dup2` returning the raw result (used in the restore child, where fds are raw).
