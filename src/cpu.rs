@@ -39,8 +39,7 @@ pub fn regs_to_entry(r: &Regs) -> UserX86RegsEntry {
 }
 
 pub fn entry_to_regs(e: &UserX86RegsEntry) -> Regs {
-    // SAFETY: user_regs_struct is plain old data; all-zero is a valid value.
-    let mut r: Regs = unsafe { std::mem::zeroed() };
+    let mut r: Regs = crate::sys::ptrace::zeroed_regs();
     r.r15 = e.r15;
     r.r14 = e.r14;
     r.r13 = e.r13;

@@ -1,7 +1,9 @@
 //! cryo: checkpoint/restore for Linux processes, writing CRIU's image format.
 //!
 //! Modules are named for the concern they hold; the dump and restore halves of one
-//! concern sit side by side. All `unsafe` code lives in `sys`.
+//! concern sit side by side. `unsafe` lives in small named wrappers, each with a
+//! `// SAFETY:` line: syscalls in `sys`, the signal-safe log flush in `binlog`;
+//! callers of `unsafe fn`s (clone3) state the contract they uphold.
 
 pub mod binlog;
 pub mod check;

@@ -82,15 +82,6 @@ pub fn runs_to_dump(
     Ok(out)
 }
 
-fn is_zero(page: &[u8]) -> bool {
-    let (pre, words, post) = {
-        // SAFETY: u64 has no invalid bit patterns; align_to only reinterprets the
-        // aligned middle of the byte slice.
-        unsafe { page.align_to::<u64>() }
-    };
-    pre.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && post.iter().all(|&b| b == 0)
-}
-
 /// Streams page runs of one process into `pages-<id>.img` and `pagemap-<pid>.img`.
 pub struct PageDumper {
     pages: crate::image::ImgWriter,
@@ -156,7 +147,7 @@ impl PageDumper {
             let mut run_start: Option<usize> = None;
             for (i, page) in chunk.chunks(PAGE_SIZE as usize).enumerate() {
                 let off = i * PAGE_SIZE as usize;
-                let zero = skip_zero && is_zero(page);
+                let zero = skip_zero && sysmem::is_zero(page);
                 if zero {
                     self.stats.pages_zero += 1;
                     if let Some(s) = run_start.take() {
@@ -301,8 +292,8 @@ mod tests {
     #[test]
     fn zero_detection() {
         let mut p = vec![0u8; 4096];
-        assert!(super::is_zero(&p));
+        assert!(super::sysmem::is_zero(&p));
         p[4095] = 1;
-        assert!(!super::is_zero(&p));
+        assert!(!super::sysmem::is_zero(&p));
     }
 }

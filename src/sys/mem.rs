@@ -38,6 +38,14 @@ pub fn write_remote(pid: Pid, addr: u64, buf: &[u8]) -> Result<usize, Errno> {
     check(r as libc::c_long).map(|n| n as usize)
 }
 
+/// Whether a buffer (a page) is all zero bytes, compared a word at a time.
+pub fn is_zero(page: &[u8]) -> bool {
+    // SAFETY: u64 has no invalid bit patterns; align_to only reinterprets the aligned
+    // middle of the byte slice.
+    let (pre, words, post) = unsafe { page.align_to::<u64>() };
+    pre.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && post.iter().all(|&b| b == 0)
+}
+
 // PAGEMAP_SCAN (linux/fs.h, 6.7+); Debian's headers predate it.
 pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
 pub const PAGE_IS_WRITTEN: u64 = 1 << 1;

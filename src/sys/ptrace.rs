@@ -58,9 +58,14 @@ pub fn syscall(pid: Pid, sig: i32) -> Result<(), Errno> {
     req(libc::PTRACE_SYSCALL, pid, 0, sig as usize).map(drop)
 }
 
-pub fn get_regs(pid: Pid) -> Result<Regs, Errno> {
+/// An all-zero register set (to fill field by field).
+pub fn zeroed_regs() -> Regs {
     // SAFETY: user_regs_struct is plain old data; all-zero is a valid value.
-    let mut regs: Regs = unsafe { std::mem::zeroed() };
+    unsafe { std::mem::zeroed() }
+}
+
+pub fn get_regs(pid: Pid) -> Result<Regs, Errno> {
+    let mut regs: Regs = zeroed_regs();
     let mut iov = libc::iovec {
         iov_base: &mut regs as *mut Regs as *mut libc::c_void,
         iov_len: std::mem::size_of::<Regs>(),
