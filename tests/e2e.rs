@@ -402,19 +402,29 @@ fn real_program_bash_loop_with_child() {
     let pid = env.spawn(cmd, true);
     wait_exec(pid, "bash");
     std::thread::sleep(Duration::from_millis(500));
+    // bash rewrites the file (truncate, then write): retry a read that falls between.
+    let count = || -> u32 {
+        for _ in 0..100 {
+            if let Ok(n) = std::fs::read_to_string(&counter)
+                .unwrap_or_default()
+                .trim()
+                .parse()
+            {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("counter file stays empty");
+    };
     env.dump(pid, &[]);
-    let before: u32 = std::fs::read_to_string(&counter)
-        .unwrap()
+    let before = std::fs::read_to_string(&counter)
+        .unwrap_or_default()
         .trim()
         .parse()
-        .unwrap();
+        .unwrap_or(0);
     env.restore(pid, &[]);
     std::thread::sleep(Duration::from_millis(1000));
-    let after: u32 = std::fs::read_to_string(&counter)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let after = count();
     assert!(
         after >= before + 2,
         "bash loop did not go on: {before} -> {after}"
