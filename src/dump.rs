@@ -91,6 +91,7 @@ fn dump_thread(
         sysproc::get_robust_list(tid).map_err(Error::sys("get_robust_list", t))?;
     let signals_p = signals::dump_pending(tid, false)?;
     let status = proc::parse_status(&proc::read(pid, &format!("task/{t}/status"))?)?;
+    let tstat = proc::parse_stat(&proc::read(pid, &format!("task/{t}/stat"))?)?;
     let comm = proc::read(pid, &format!("task/{t}/comm"))?
         .trim_end_matches('\n')
         .to_string();
@@ -128,6 +129,9 @@ fn dump_thread(
             signals_p: Some(signals_p),
             creds: Some(creds),
             comm: Some(comm),
+            sched_nice: Some(tstat.nice as i32),
+            sched_policy: Some(tstat.policy),
+            sched_prio: Some(tstat.rt_priority),
             rseq_entry: (rseq.rseq_abi_pointer != 0).then_some(RseqEntry {
                 rseq_abi_pointer: rseq.rseq_abi_pointer,
                 rseq_abi_size: rseq.rseq_abi_size,

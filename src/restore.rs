@@ -1020,6 +1020,21 @@ fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Re
         raw::set_sigmask(*t, th.blk_sigset.unwrap_or(tc.blk_sigset))
             .map_err(Error::sys("PTRACE_SETSIGMASK", tid))?;
     }
+    // Scheduling and OOM score are set from outside, as root.
+    for ((tid, core, _), (t, _)) in img.threads.iter().zip(&injs) {
+        let th = core.thread_core.clone().unwrap_or_default();
+        if let (Some(nice), Some(policy)) = (th.sched_nice, th.sched_policy) {
+            sysproc::set_sched(*t, nice, policy, th.sched_prio.unwrap_or(0))
+                .map_err(Error::sys("sched_setscheduler/setpriority", *tid as i32))?;
+        }
+    }
+    if let Some(adj) = tc.oom_score_adj {
+        let path = format!("/proc/{pid}/oom_score_adj");
+        if let Err(e) = std::fs::write(&path, adj.to_string()) {
+            // Lowering it needs CAP_SYS_RESOURCE, which this restorer may lack.
+            log::warn!(pid = pid, oom_score_adj = adj, err:% = e; "oom_score_adj not restored");
+        }
+    }
     for (t, _) in &injs {
         raw::detach(*t, 0).map_err(Error::sys("PTRACE_DETACH", t.as_raw()))?;
     }

@@ -40,6 +40,7 @@ pub struct Stat {
     pub pgid: i32,
     pub sid: i32,
     pub flags: u64,
+    pub nice: i64,
     pub num_threads: i64,
     pub start_time: u64,
     pub start_code: u64,
@@ -53,6 +54,8 @@ pub struct Stat {
     pub arg_end: u64,
     pub env_start: u64,
     pub env_end: u64,
+    pub rt_priority: u32,
+    pub policy: u32,
 }
 
 pub fn parse_stat(s: &str) -> Result<Stat> {
@@ -87,6 +90,7 @@ pub fn parse_stat(s: &str) -> Result<Stat> {
         pgid: num(5)? as i32,
         sid: num(6)? as i32,
         flags: num(9)?,
+        nice: num(19)? as i64,
         num_threads: num(20)? as i64,
         start_time: num(22)?,
         start_code: num(26)?,
@@ -100,6 +104,8 @@ pub fn parse_stat(s: &str) -> Result<Stat> {
         arg_end: num(49)?,
         env_start: num(50)?,
         env_end: num(51)?,
+        rt_priority: num(40)? as u32,
+        policy: num(41)? as u32,
     })
 }
 

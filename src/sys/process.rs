@@ -236,3 +236,21 @@ pub fn reset_signal_dispositions() {
         };
     }
 }
+
+/// Sets a thread's nice value and scheduling policy from outside (needs CAP_SYS_NICE to
+/// raise priority, which the restorer has).
+pub fn set_sched(tid: Pid, nice: i32, policy: u32, prio: u32) -> Result<(), Errno> {
+    let param = libc::sched_param {
+        sched_priority: prio as i32,
+    };
+    // SAFETY: `param` is a live sched_param; integers otherwise.
+    check(
+        unsafe { libc::sched_setscheduler(tid.as_raw(), policy as i32, &param) } as libc::c_long,
+    )?;
+    // SAFETY: integers only.
+    check(
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, tid.as_raw() as libc::id_t, nice) }
+            as libc::c_long,
+    )?;
+    Ok(())
+}

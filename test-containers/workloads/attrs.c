@@ -42,6 +42,9 @@
  */
 #include "zdtm.h"
 
+#include <sched.h>
+#include <sys/resource.h>
+
 #include <errno.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -399,6 +402,17 @@ int main(int argc, char **argv)
 
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
         zdtm_die("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+    /* Scheduling and OOM score: a lower priority and a higher score need no privilege. */
+    struct sched_param sp = {0};
+    if (sched_setscheduler(0, SCHED_BATCH, &sp))
+        zdtm_die("sched_setscheduler(SCHED_BATCH): %s", strerror(errno));
+    if (setpriority(PRIO_PROCESS, 0, 5))
+        zdtm_die("setpriority: %s", strerror(errno));
+    {
+        FILE *f = fopen("/proc/self/oom_score_adj", "w");
+        if (!f || fprintf(f, "500\n") < 0 || fclose(f))
+            zdtm_die("oom_score_adj: %s", strerror(errno));
+    }
     if (drop)
         drop_privs();
     /* After the credential change, which resets both. */
@@ -422,6 +436,19 @@ int main(int argc, char **argv)
 
     record(&got);
     compare(&want, &got);
+    if (sched_getscheduler(0) != SCHED_BATCH)
+        mismatch("scheduling policy: expected SCHED_BATCH, got %d", sched_getscheduler(0));
+    errno = 0;
+    if (getpriority(PRIO_PROCESS, 0) != 5)
+        mismatch("nice: expected 5, got %d", getpriority(PRIO_PROCESS, 0));
+    {
+        int adj = 0;
+        FILE *f = fopen("/proc/self/oom_score_adj", "r");
+        if (!f || fscanf(f, "%d", &adj) != 1 || adj != 500)
+            mismatch("oom_score_adj: expected 500, got %d", adj);
+        if (f)
+            fclose(f);
+    }
     if (usr2_count)
         mismatch("SIGUSR2 (the parent-death signal): expected none, got %d", (int)usr2_count);
     if (mismatches)
