@@ -244,13 +244,10 @@ pub fn set_sched(tid: Pid, nice: i32, policy: u32, prio: u32) -> Result<(), Errn
         sched_priority: prio as i32,
     };
     // SAFETY: `param` is a live sched_param; integers otherwise.
-    check(
-        unsafe { libc::sched_setscheduler(tid.as_raw(), policy as i32, &param) } as libc::c_long,
-    )?;
+    let r = unsafe { libc::sched_setscheduler(tid.as_raw(), policy as i32, &param) };
+    check(r as libc::c_long)?;
     // SAFETY: integers only.
-    check(
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, tid.as_raw() as libc::id_t, nice) }
-            as libc::c_long,
-    )?;
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid.as_raw() as libc::id_t, nice) };
+    check(r as libc::c_long)?;
     Ok(())
 }
