@@ -142,12 +142,14 @@ fn dump_thread(
         }),
         ..Default::default()
     };
+    let affinity = sysproc::get_affinity(tid).map_err(Error::sys("sched_getaffinity", t))?;
     Ok((
         core,
         CpuStateEntry {
             tid: t as u32,
             xsave,
             xcr0: None,
+            affinity: Some(affinity),
         },
     ))
 }

@@ -65,6 +65,8 @@ struct Images {
     core: CoreEntry,
     /// Every thread, leader first: (tid, core, raw XSAVE).
     threads: Vec<(u32, CoreEntry, Vec<u8>)>,
+    /// CPU affinity per thread (same order), when recorded.
+    affinity: Vec<Option<Vec<u8>>>,
     mm: MmEntry,
     fs: FsEntry,
     fdinfo: Vec<FdinfoEntry>,
@@ -172,12 +174,21 @@ fn load_task(dir: &ImageDir, pstree: PstreeEntry) -> Result<Images> {
             })?;
         threads.push((tid, c, xsave));
     }
+    let affinity = threads
+        .iter()
+        .map(|(tid, _, _)| {
+            cpus.iter()
+                .find(|x| x.tid == *tid)
+                .and_then(|x| x.affinity.clone())
+        })
+        .collect();
     let (pages_id, pagemap) = pages::read_pagemap(dir, pid as i32)?;
     let mm: MmEntry = dir.read_one(&format!("mm-{pid}.img"), image::MM)?;
     mm::validate(&mm, &pagemap).map_err(|m| invalid(dir, &format!("mm-{pid}.img"), m))?;
     Ok(Images {
         core,
         threads,
+        affinity,
         mm,
         fs: dir.read_one(&format!("fs-{pid}.img"), image::FS)?,
         fdinfo: dir
@@ -1020,8 +1031,14 @@ fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Re
         raw::set_sigmask(*t, th.blk_sigset.unwrap_or(tc.blk_sigset))
             .map_err(Error::sys("PTRACE_SETSIGMASK", tid))?;
     }
-    // Scheduling and OOM score are set from outside, as root.
-    for ((tid, core, _), (t, _)) in img.threads.iter().zip(&injs) {
+    // Scheduling, CPU affinity and OOM score are set from outside, as root.
+    for (((tid, core, _), (t, _)), aff) in img.threads.iter().zip(&injs).zip(&img.affinity) {
+        if let Some(mask) = aff {
+            if let Err(e) = sysproc::set_affinity(*t, mask) {
+                // The restoring machine may have fewer CPUs.
+                log::warn!(tid = *tid, err:% = e; "CPU affinity not restored");
+            }
+        }
         let th = core.thread_core.clone().unwrap_or_default();
         if let (Some(nice), Some(policy)) = (th.sched_nice, th.sched_policy) {
             sysproc::set_sched(*t, nice, policy, th.sched_prio.unwrap_or(0))

@@ -251,3 +251,33 @@ pub fn set_sched(tid: Pid, nice: i32, policy: u32, prio: u32) -> Result<(), Errn
     check(r as libc::c_long)?;
     Ok(())
 }
+
+/// A thread's CPU affinity mask as raw bytes (`sched_getaffinity`).
+pub fn get_affinity(tid: Pid) -> Result<Vec<u8>, Errno> {
+    let mut mask = vec![0u8; 128];
+    // SAFETY: `mask` is a live buffer of the length passed.
+    let n = check(unsafe {
+        libc::syscall(
+            libc::SYS_sched_getaffinity,
+            tid.as_raw(),
+            mask.len(),
+            mask.as_mut_ptr(),
+        )
+    })?;
+    mask.truncate(n as usize);
+    Ok(mask)
+}
+
+/// Sets a thread's CPU affinity from raw mask bytes.
+pub fn set_affinity(tid: Pid, mask: &[u8]) -> Result<(), Errno> {
+    // SAFETY: `mask` is a live buffer of the length passed, only read.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_sched_setaffinity,
+            tid.as_raw(),
+            mask.len(),
+            mask.as_ptr(),
+        )
+    })
+    .map(drop)
+}

@@ -1,6 +1,6 @@
 /*
  * threads — N threads (default 8), each with its own TLS value, name, signal mask,
- * counter, and a different blocking style (futex/condvar wait, nanosleep, busy loop);
+ * CPU affinity (one CPU each), counter, and a different blocking style (futex/condvar wait, nanosleep, busy loop);
  * all update a shared counter under a mutex. After SIGTERM every thread verifies its own
  * state (TLS value, name, mask, TID unchanged, counters consistent and still advancing),
  * and main checks the shared counter equals the sum of the per-thread ones.
@@ -8,6 +8,7 @@
 #include "zdtm.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,12 @@ static void *run(void *arg)
     sigaddset(&mask, SIGRTMIN + 1 + me->idx % 8);
     sigaddset(&mask, SIGTERM); /* only main takes SIGTERM */
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    /* Each thread pinned to one CPU. */
+    int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN), want_cpu = me->idx % (ncpu > 0 ? ncpu : 1);
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    CPU_SET(want_cpu, &cpus);
+    pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
     __atomic_add_fetch(&started, 1, __ATOMIC_SEQ_CST);
 
     for (;;) {
@@ -89,6 +96,10 @@ static void *run(void *arg)
     pthread_sigmask(SIG_BLOCK, NULL, &cur);
     if (!sigismember(&cur, SIGRTMIN + 1 + me->idx % 8) || !sigismember(&cur, SIGTERM))
         snprintf(me->fail, sizeof(me->fail), "thread %d: signal mask lost", me->idx);
+    CPU_ZERO(&cpus);
+    pthread_getaffinity_np(pthread_self(), sizeof(cpus), &cpus);
+    if (!CPU_ISSET(want_cpu, &cpus) || CPU_COUNT(&cpus) != 1)
+        snprintf(me->fail, sizeof(me->fail), "thread %d: affinity lost (%d CPUs)", me->idx, CPU_COUNT(&cpus));
     if ((pid_t)syscall(SYS_gettid) != me->tid)
         snprintf(me->fail, sizeof(me->fail), "thread %d: tid %ld, want %d", me->idx, (long)syscall(SYS_gettid), me->tid);
     return NULL;
