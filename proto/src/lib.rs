@@ -325,6 +325,7 @@ mod tests {
             tid: 9,
             xsave: vec![0xaa; 832],
             xcr0: Some(7),
+            affinity: Some(vec![0b10]),
         };
         assert_eq!(
             CpuStateEntry::decode(c.encode_to_vec().as_slice()).unwrap(),
