@@ -222,16 +222,7 @@ fn cycle(cryo: &Path, pid: Pid, img: &Path, outf: &Path) -> Cycle {
             "-v2",
         ],
     );
-    let _ = waitpid(pid, None);
-    // The rest of a dumped tree was orphaned to us (a subreaper): reap it.
-    while let Ok(st) = waitpid(
-        Pid::from_raw(-1),
-        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-    ) {
-        if st == nix::sys::wait::WaitStatus::StillAlive {
-            break;
-        }
-    }
+    reap_dumped(pid);
     let frozen = err
         .split("frozen ")
         .nth(1)

@@ -185,16 +185,7 @@ impl ImageDir {
                 source,
             },
         })?;
-        let mut r = ImgReader {
-            inp: BufReader::new(f),
-            path,
-            offset: 0,
-        };
-        if kind.common {
-            r.expect_magic(magic::IMG_COMMON_MAGIC, kind.name)?;
-        }
-        r.expect_magic(kind.magic, kind.name)?;
-        Ok(r)
+        ImgReader::new(BufReader::new(f), path, kind)
     }
 
     /// Reads a whole image expected to hold exactly one entry.
