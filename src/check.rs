@@ -41,7 +41,8 @@ pub fn probe_all() -> Vec<Probe> {
     let wp_async = uffd
         .is_some_and(|f| f & UFFD_FEATURE_WP_ASYNC != 0 && f & UFFD_FEATURE_WP_UNPOPULATED != 0);
     let rseq = sys::ptrace::probe_rseq_config();
-    let pidfd = sys::pidfd::pidfd_open(me).is_ok_and(|fd| sys::pidfd::pidfd_getfd(&fd, 0).is_ok());
+    let pidfd = sys::pidfd::pidfd_open(me)
+        .is_ok_and(|fd| sys::pidfd::pidfd_getfd(std::os::fd::AsFd::as_fd(&fd), 0).is_ok());
     let soft_dirty = sys::has_soft_dirty();
     vec![
         Probe {

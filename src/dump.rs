@@ -20,6 +20,7 @@ use cryo_proto::criu::{
 };
 use cryo_proto::cryo::{CpuStateEntry, CryoHeadEntry, TaskExtraEntry};
 use nix::unistd::Pid;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -212,18 +213,27 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     fault_point("dump-after-seize")?;
     check_sessions(&tree, opts)?;
 
+    // All state but memory first, for the whole tree: everything cryo cannot dump is
+    // found in this pass and reported at once, before any image is written.
     let mut ids = FileIds::default();
     let mut tasks = Vec::with_capacity(tree.len());
-    let mut stats = DumpStats::default();
+    let mut blockers = Vec::new();
     for (i, seized) in tree.iter_mut().enumerate() {
-        let (state, st) = collect(seized, &dir, i as u32 + 1, &mut ids)?;
+        tasks.push(collect(seized, i as u32 + 1, &mut ids, &mut blockers)?);
+    }
+    if !blockers.is_empty() {
+        return Err(Error::Blocked { blockers });
+    }
+    let mut stats = DumpStats::default();
+    for (seized, task) in tree.iter().zip(&tasks) {
+        let st = dump_memory(seized, task, &dir)?;
         stats.memdump_ms += st.memdump_ms;
         stats.pages.pages_scanned += st.pages.pages_scanned;
         stats.pages.pages_zero += st.pages.pages_zero;
         stats.pages.pages_written += st.pages.pages_written;
-        tasks.push(state);
     }
     fault_point("dump-before-write")?;
+    ids.write_data(&dir)?;
     write_images(&dir, &tasks, &ids.files)?;
     stats.frozen_ms = t0.elapsed().as_secs_f64() * 1e3;
     // Children first, so no parent runs on (or dies) before its children are handled.
@@ -312,24 +322,21 @@ fn check_sessions(tree: &[Seized], opts: &DumpOpts) -> Result<()> {
     Ok(())
 }
 
-/// Collects one process; `n` numbers its pages and fdinfo images, `ids` is the file
-/// table shared by the whole tree (files.img).
+/// Collects one process but its memory; `n` numbers its pages and fdinfo images, `ids`
+/// is the file table shared by the whole tree (files.img). What cannot be dumped is
+/// added to `blockers` (and collection goes on, to find every blocker).
 fn collect(
     seized: &mut Seized,
-    dir: &ImageDir,
     n: u32,
     ids: &mut FileIds,
-) -> Result<(TaskState, DumpStats)> {
+    blockers: &mut Vec<String>,
+) -> Result<TaskState> {
     let pid = seized.pid.as_raw();
     let tid = seized.pid;
     let stat = proc::parse_stat(&proc::read(pid, "stat")?)?;
     let status = proc::parse_status(&proc::read(pid, "status")?)?;
     if status.seccomp != 0 {
-        return Err(Error::Unsupported {
-            pid,
-            what: "seccomp filters".into(),
-            why: "not supported yet".into(),
-        });
+        blockers.push(format!("pid {pid} seccomp filters: not supported yet"));
     }
     let vmas = proc::parse_smaps(&proc::read(pid, "smaps")?)?;
     let vdso = vmas
@@ -353,7 +360,6 @@ fn collect(
 
     // Address space.
     let mut vma_entries = Vec::with_capacity(vmas.len());
-    let mut blockers = Vec::new();
     for v in &vmas {
         match mm::vma_entry(pid, v, stat.start_stack, (stat.start_brk, brk)) {
             Ok((mut e, file)) => {
@@ -367,16 +373,11 @@ fn collect(
                 }
                 vma_entries.push(e);
             }
-            Err(Error::Unsupported { what, why, .. }) => blockers.push(format!("{what}: {why}")),
+            Err(Error::Unsupported { what, why, .. }) => {
+                blockers.push(format!("pid {pid} mapping {what}: {why}"))
+            }
             Err(e) => return Err(e),
         }
-    }
-    if !blockers.is_empty() {
-        return Err(Error::Unsupported {
-            pid,
-            what: "address space".into(),
-            why: blockers.join("; "),
-        });
     }
     let exe = proc::read_link(pid, "exe")?;
     let exe_id = ids.add_mapped(&exe, libc::O_RDONLY as u32);
@@ -401,7 +402,8 @@ fn collect(
     };
 
     // Files, cwd, root.
-    let fdinfo = files::dump_fds(pid, ids)?;
+    let pidfd = crate::sys::pidfd::pidfd_open(tid).map_err(Error::sys("pidfd_open", pid))?;
+    let fdinfo = files::dump_fds(pid, pidfd.as_fd(), ids, blockers)?;
     let cwd = proc::read_link(pid, "cwd")?;
     let root = proc::read_link(pid, "root")?;
     let fs = FsEntry {
@@ -431,31 +433,6 @@ fn collect(
     }
     let personality = u32::from_str_radix(proc::read(pid, "personality")?.trim(), 16).unwrap_or(0);
     let oom_score_adj = proc::read(pid, "oom_score_adj")?.trim().parse().ok();
-
-    // Memory, while frozen.
-    let t_mem = Instant::now();
-    let pagemap_path = format!("/proc/{pid}/pagemap");
-    let pagemap =
-        std::fs::File::open(&pagemap_path).map_err(|e| Error::proc_io(pid, &pagemap_path, e))?;
-    let pages_id = n;
-    let mut pd = PageDumper::new(dir, pages_id)?;
-    for (i, v) in mm.vmas.iter().enumerate() {
-        let skip_zero = v.status & mm::VMA_ANON_PRIVATE != 0;
-        pd.start_vma(v.start);
-        for (s, e) in pages::runs_to_dump(tid, &pagemap, v, &mut pd.stats)? {
-            pd.dump_run(tid, s, e, skip_zero)?;
-        }
-        if i == mm.vmas.len() / 2 {
-            fault_point("dump-mid-memory")?;
-        }
-    }
-    let pstats = pd.finish(dir, pid, pages_id)?;
-    let memdump_ms = t_mem.elapsed().as_secs_f64() * 1e3;
-    log::info!(
-        pid = pid, ms = memdump_ms, written = pstats.pages_written, zero = pstats.pages_zero,
-        read_ms = pstats.read_ns / 1_000_000, zero_ms = pstats.zero_ns / 1_000_000, write_ms = pstats.write_ns / 1_000_000;
-        "memory dumped"
-    );
 
     let kobj = TaskKobjIdsEntry {
         vm_id: 1,
@@ -503,14 +480,42 @@ fn collect(
             no_new_privs: Some(status.no_new_privs),
         },
     };
-    Ok((
-        state,
-        DumpStats {
-            frozen_ms: 0.0,
-            memdump_ms,
-            pages: pstats,
-        },
-    ))
+    Ok(state)
+}
+
+/// Dumps the pages of one collected process, while it is frozen.
+fn dump_memory(seized: &Seized, task: &TaskState, dir: &ImageDir) -> Result<DumpStats> {
+    let (pid, tid, mm, n) = (seized.pid.as_raw(), seized.pid, &task.mm, task.ids.files_id);
+    // Memory, while frozen.
+    let t_mem = Instant::now();
+    let pagemap_path = format!("/proc/{pid}/pagemap");
+    let pagemap =
+        std::fs::File::open(&pagemap_path).map_err(|e| Error::proc_io(pid, &pagemap_path, e))?;
+    let pages_id = n;
+    let mut pd = PageDumper::new(dir, pages_id)?;
+    for (i, v) in mm.vmas.iter().enumerate() {
+        let skip_zero = v.status & mm::VMA_ANON_PRIVATE != 0;
+        pd.start_vma(v.start);
+        for (s, e) in pages::runs_to_dump(tid, &pagemap, v, &mut pd.stats)? {
+            pd.dump_run(tid, s, e, skip_zero)?;
+        }
+        if i == mm.vmas.len() / 2 {
+            fault_point("dump-mid-memory")?;
+        }
+    }
+    let pstats = pd.finish(dir, pid, pages_id)?;
+    let memdump_ms = t_mem.elapsed().as_secs_f64() * 1e3;
+    log::info!(
+        pid = pid, ms = memdump_ms, written = pstats.pages_written, zero = pstats.pages_zero,
+        read_ms = pstats.read_ns / 1_000_000, zero_ms = pstats.zero_ns / 1_000_000, write_ms = pstats.write_ns / 1_000_000;
+        "memory dumped"
+    );
+
+    Ok(DumpStats {
+        frozen_ms: 0.0,
+        memdump_ms,
+        pages: pstats,
+    })
 }
 
 /// Writes every image of the tree; `inventory.img` last, so its presence marks a

@@ -46,6 +46,10 @@ pub enum Error {
     #[error("pid {pid}: cannot dump {what}: {why}")]
     Unsupported { pid: i32, what: String, why: String },
 
+    /// Everything in the tree cryo cannot dump, found in one pass.
+    #[error("cannot dump: {}", blockers.join("; "))]
+    Blocked { blockers: Vec<String> },
+
     #[error("cannot restore: pid {pid} is in use by {holder}")]
     PidTaken { pid: i32, holder: String },
 

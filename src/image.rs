@@ -342,6 +342,37 @@ impl<R: Read> ImgReader<R> {
             })
     }
 
+    /// The next `n` raw bytes (data that follows an entry, as in pipes-data.img); read in
+    /// chunks so a corrupt length cannot make us allocate more than the file holds.
+    pub fn read_raw(&mut self, n: u64) -> Result<Vec<u8>, ImageError> {
+        let mut out = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(chunk.len() as u64) as usize;
+            if !self.fill(&mut chunk[..k])? {
+                return Err(ImageError::Truncated {
+                    path: self.path.clone(),
+                    offset: self.offset,
+                });
+            }
+            out.extend_from_slice(&chunk[..k]);
+            left -= k as u64;
+        }
+        Ok(out)
+    }
+
+    /// Everything up to the end of the file.
+    pub fn read_rest(&mut self, out: &mut Vec<u8>) -> Result<(), ImageError> {
+        let start = out.len();
+        self.inp.read_to_end(out).map_err(|source| ImageError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.offset += (out.len() - start) as u64;
+        Ok(())
+    }
+
     pub fn all<M: Message + Default>(&mut self) -> Result<Vec<M>, ImageError> {
         let mut v = Vec::new();
         while let Some(m) = self.next_entry()? {

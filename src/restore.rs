@@ -243,6 +243,8 @@ struct ChildPlan {
     pages_idx: usize,
     map_idx: HashMap<u32, usize>,
     exe_idx: usize,
+    /// Steps after the fds are in place (epoll registrations).
+    late: Vec<files::Late>,
 }
 
 /// Kills and reaps the half-restored process unless the restore completed.
@@ -312,9 +314,8 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
 
     // Open everything in this process first: bad input fails before any fork. All
     // processes of the tree inherit these fds; each keeps its own.
-    let by_id: HashMap<u32, &FileEntry> = files.iter().map(|f| (f.id, f)).collect();
+    let mut opener = files::Opener::new(&dir, &files, opts.shell_job)?;
     let mut keep: Vec<OwnedFd> = Vec::new();
-    let mut opened: HashMap<u32, RawFd> = HashMap::new();
     let (go_r, go_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2", 0))?;
     let (rep_r, rep_w) =
@@ -327,10 +328,8 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         plans.push(prepare(
             &dir,
             img,
-            &by_id,
-            opts,
+            &mut opener,
             &mut keep,
-            &mut opened,
             report_raw,
             &own,
         )?);
@@ -344,9 +343,11 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
             .collect();
     }
     plans[0].go = Some(go_r.as_raw_fd());
-    let max_fd = keep
-        .iter()
-        .map(|f| f.as_raw_fd())
+    // Above every fd the new processes inherit (all of ours) and every target number.
+    let ours = std::fs::read_dir("/proc/self/fd")
+        .map_err(Error::io("read", "/proc/self/fd"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
+    let max_fd = ours
         .chain(plans.iter().flat_map(|p| p.moves.iter().map(|m| m.1)))
         .chain([go_r.as_raw_fd(), go_w.as_raw_fd(), rep_r.as_raw_fd(), 2])
         .max()
@@ -392,6 +393,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         .map_err(Error::io("write", "restore sync pipe"))?;
     // Our copies of the fds are the new processes' business now.
     drop(keep);
+    drop(opener);
     wait_prepared(imgs.len(), rep_r)?;
     // Children first: no process runs on before its children are complete.
     for (img, plan) in imgs.iter().zip(&plans).rev() {
@@ -418,24 +420,17 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
 }
 
 /// Opens what one process needs and plans its fds; `base` is set once all are known.
-#[allow(clippy::too_many_arguments)]
 fn prepare(
     dir: &ImageDir,
     img: &Images,
-    by_id: &HashMap<u32, &FileEntry>,
-    opts: &RestoreOpts,
+    opener: &mut files::Opener,
     keep: &mut Vec<OwnedFd>,
-    opened: &mut HashMap<u32, RawFd>,
     report: RawFd,
     own: &[(u64, u64)],
 ) -> Result<ChildPlan> {
     let pid = img.pstree.pid as i32;
-    let file = |id: u32| -> Result<&FileEntry> {
-        by_id
-            .get(&id)
-            .copied()
-            .ok_or_else(|| invalid(dir, "files.img", format!("no file with id {id}")))
-    };
+    let entries = &*opener;
+    let file = |id: u32| -> Result<&FileEntry> { entries.entry(id) };
     let mut service: Vec<RawFd> = vec![report];
     let mut add_service = |fd: OwnedFd, keep: &mut Vec<OwnedFd>| -> usize {
         service.push(fd.as_raw_fd());
@@ -484,23 +479,10 @@ fn prepare(
     let mut moves = Vec::new();
     for fi in &img.fdinfo {
         // One open file description per file id, shared across fds and processes.
-        let src = match opened.get(&fi.id) {
-            Some(&fd) => fd,
-            None => {
-                let fe = file(fi.id)?;
-                let tty = fe.reg.as_ref().is_some_and(|r| files::is_tty_path(&r.name));
-                let f = match (opts.shell_job && tty).then(files::shell_job_tty).flatten() {
-                    Some(t) => t,
-                    None => files::open_reg(fe)?,
-                };
-                let raw = f.as_raw_fd();
-                keep.push(f);
-                opened.insert(fi.id, raw);
-                raw
-            }
-        };
+        let src = opener.open(fi.id)?;
         moves.push((src, fi.fd as i32, fi.flags & libc::FD_CLOEXEC as u32 != 0));
     }
+    let late = opener.late_steps(&img.fdinfo)?;
     let tc = img.core.tc.clone().unwrap_or_default();
     let mut avoid: Vec<(u64, u64)> = img.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     avoid.extend_from_slice(own);
@@ -534,6 +516,7 @@ fn prepare(
         pages_idx,
         map_idx,
         exe_idx,
+        late,
     })
 }
 
@@ -664,6 +647,11 @@ fn child_main(plans: &[ChildPlan], idx: usize) -> ! {
     }
     if ns < sources.len() as i32 {
         let _ = sysproc::close_range((p.base + ns) as u32, (end - 1) as u32);
+    }
+    for step in &p.late {
+        if let Err((what, e)) = step.run() {
+            fail(report, what, e);
+        }
     }
     if let Some(r) = p.root {
         if let Err(e) =

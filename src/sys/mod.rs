@@ -2,6 +2,7 @@
 //! syscall or ioctl, each with a `// SAFETY:` line. The rest of the engine calls these
 //! wrappers and never touches raw pointers.
 
+pub mod fd;
 pub mod mem;
 pub mod pidfd;
 pub mod process;

@@ -3,7 +3,7 @@
 use super::check;
 use nix::errno::Errno;
 use nix::unistd::Pid;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
     // SAFETY: pidfd_open takes two integers and returns a new fd we take ownership of.
@@ -13,7 +13,7 @@ pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
 }
 
 /// Our own copy of the target's fd `target_fd` (like dup across processes).
-pub fn pidfd_getfd(pidfd: &OwnedFd, target_fd: i32) -> Result<OwnedFd, Errno> {
+pub fn pidfd_getfd(pidfd: BorrowedFd, target_fd: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: integers only; the result is a new fd we take ownership of.
     let fd =
         check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) })?;

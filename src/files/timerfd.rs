@@ -1,0 +1,79 @@
+//! timerfd: clock, remaining time and interval, absolute/cancel-on-set flags, and the
+//! expirations counted but not yet read (`ticks`, put back with TFD_IOC_SET_TICKS).
+
+use super::{Fd, FileIds};
+use crate::error::{Error, Result};
+use crate::sys::fd as sysfd;
+use cryo_proto::criu::{FdTypes, FileEntry, TimerfdEntry};
+use std::os::fd::{AsFd, OwnedFd};
+
+/// "(sec, nsec)" as fdinfo prints it_value / it_interval.
+fn pair(v: &str) -> Option<(u64, u64)> {
+    let (a, b) = v
+        .trim()
+        .strip_prefix('(')?
+        .strip_suffix(')')?
+        .split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+pub fn dump(f: &Fd, ids: &mut FileIds) -> Result<u32> {
+    let bad = || f.unsupported("unexpected timerfd fdinfo");
+    let clockid = f
+        .info("clockid")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(bad)?;
+    let ticks = f
+        .info("ticks")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(bad)?;
+    let settime_flags = f
+        .info("settime flags")
+        .and_then(|v| u32::from_str_radix(v, 8).ok())
+        .ok_or_else(bad)?;
+    let (vsec, vnsec) = f.info("it_value").and_then(pair).ok_or_else(bad)?;
+    let (isec, insec) = f.info("it_interval").and_then(pair).ok_or_else(bad)?;
+    Ok(ids.add(FileEntry {
+        r#type: FdTypes::Timerfd as i32,
+        tfd: Some(TimerfdEntry {
+            id: 0,
+            flags: f.flags,
+            fown: Default::default(),
+            clockid,
+            ticks,
+            settime_flags,
+            vsec,
+            vnsec,
+            isec,
+            insec,
+        }),
+        ..Default::default()
+    }))
+}
+
+pub fn restore(e: &TimerfdEntry) -> Result<OwnedFd> {
+    let flags = (e.flags & libc::O_NONBLOCK as u32) as i32;
+    let fd =
+        sysfd::timerfd_create(e.clockid as i32, flags).map_err(Error::sys("timerfd_create", 0))?;
+    let armed = e.vsec != 0 || e.vnsec != 0;
+    if armed {
+        // fdinfo gives the time left; an absolute timer is re-armed at now + left on its
+        // clock, keeping TFD_TIMER_ABSTIME (and CANCEL_ON_SET, which needs it).
+        let abs = e.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0;
+        let mut v = (e.vsec as i64, e.vnsec as i64);
+        if abs {
+            let now = nix::time::clock_gettime(nix::time::ClockId::from_raw(e.clockid as i32))
+                .map_err(Error::sys("clock_gettime", 0))?;
+            let ns = now.tv_nsec() + v.1;
+            v = (now.tv_sec() + v.0 + ns / 1_000_000_000, ns % 1_000_000_000);
+        }
+        let sflags = if abs { e.settime_flags as i32 } else { 0 };
+        sysfd::timerfd_settime(fd.as_fd(), sflags, v, (e.isec as i64, e.insec as i64))
+            .map_err(Error::sys("timerfd_settime", 0))?;
+    }
+    if e.ticks > 0 {
+        sysfd::timerfd_set_ticks(fd.as_fd(), e.ticks)
+            .map_err(Error::sys("ioctl(TFD_IOC_SET_TICKS)", 0))?;
+    }
+    Ok(fd)
+}
