@@ -141,7 +141,10 @@ pub fn restore(inj: &Injector, t: &TaskTimersEntry) -> Result<()> {
         &[PR_TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_ON],
     )
     .map_err(|e| match e {
-        Error::Remote { errno, .. } if errno == nix::errno::Errno::EINVAL => Error::Restore {
+        Error::Remote {
+            errno: nix::errno::Errno::EINVAL,
+            ..
+        } => Error::Restore {
             pid,
             msg: "POSIX timers need PR_TIMER_CREATE_RESTORE_IDS (Linux 6.14 or later)".into(),
         },

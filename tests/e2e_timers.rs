@@ -17,6 +17,7 @@ fn posix_timers_and_slack() {
     let pid = env.start("posixtimers", &[]);
     std::thread::sleep(Duration::from_millis(200));
     env.dump(pid, &[]);
+    crit_decodes(&env.images(), &format!("core-{pid}.img"));
     env.restore(pid, &[]);
     std::thread::sleep(Duration::from_millis(100));
     let _ = std::fs::remove_dir_all(env.images());
