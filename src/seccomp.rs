@@ -356,6 +356,55 @@ mod tests {
     }
 
     #[test]
+    fn chains_are_checked() {
+        let dir = ImageDir {
+            path: "/nonexistent".into(),
+        };
+        let f = |prev: Option<u32>, len: usize, flags: u32| SeccompFilter {
+            filter: vec![6; len],
+            prev,
+            flags: Some(flags),
+        };
+        let img = SeccompEntry {
+            seccomp_filters: vec![f(None, 16, 0), f(Some(0), 8, 2 | 1), f(Some(2), 8, 0)],
+        };
+        let c = thread_chain(&dir, &img, 1, Some(2), Some(1)).unwrap();
+        assert_eq!(c.iter().map(|x| x.0).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(c[1].1.flags, 2, "TSYNC is cryo's business, not the image's");
+        assert!(thread_chain(&dir, &img, 1, None, None).unwrap().is_empty());
+        assert!(
+            thread_chain(&dir, &img, 1, Some(2), Some(2)).is_err(),
+            "self loop"
+        );
+        assert!(
+            thread_chain(&dir, &img, 1, Some(2), Some(7)).is_err(),
+            "out of range"
+        );
+        assert!(
+            thread_chain(&dir, &img, 1, Some(2), None).is_err(),
+            "no filter"
+        );
+        assert!(
+            thread_chain(&dir, &img, 1, Some(1), Some(0)).is_err(),
+            "strict"
+        );
+        let bad = SeccompEntry {
+            seccomp_filters: vec![f(None, 12, 0)],
+        };
+        assert!(
+            thread_chain(&dir, &bad, 1, Some(2), Some(0)).is_err(),
+            "length"
+        );
+        let bad = SeccompEntry {
+            seccomp_filters: vec![f(None, 8, 8)],
+        };
+        assert!(
+            thread_chain(&dir, &bad, 1, Some(2), Some(0)).is_err(),
+            "listener flag"
+        );
+    }
+
+    #[test]
     fn area_below_stack_or_elsewhere() {
         let rw = libc::PROT_READ | libc::PROT_WRITE;
         let priv_ = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;

@@ -9,8 +9,10 @@
 //!   id from `*timerid`, creates each timer, arms it with its remaining time (relative:
 //!   the time between dump and restore is not charged), and turns the mode off.
 //!   The kernel offers no way to set a timer's overrun count: a restored timer's
-//!   `timer_getoverrun` starts again at 0 (a timer signal pending at dump time is
-//!   re-queued with its siginfo, `si_overrun` included, by `signals`).
+//!   `timer_getoverrun` starts again at 0. A timer signal pending at dump time is
+//!   re-queued by `signals` with its siginfo as PTRACE_PEEKSIGINFO shows it — id and
+//!   value right, `si_overrun` 0 (filled in by the kernel only at dequeue) — and no
+//!   longer coalesces with the timer's next expiry.
 //! - Timer slack (per thread): injected PR_GET/SET_TIMERSLACK.
 //!
 //! Restore arms the timers last, so the time spent restoring is not charged twice.

@@ -16,9 +16,12 @@
  * workload waits 500 ms before it is ready), the periodic timer keeps delivering
  * SIGRTMIN with its value and id, the one-shot ones have not fired, and the slack is
  * unchanged.
+ * With --mtclock 1 a second thread runs too: the CLOCK_THREAD_CPUTIME_ID timer's thread
+ * is then ambiguous and a dump must refuse it (no verdict expected).
  */
 #include "zdtm.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +63,16 @@ static void on_other(int sig)
 {
     (void)sig;
     other_sigs++;
+}
+
+static long mtclock;
+
+static void *idle(void *arg)
+{
+    (void)arg;
+    for (;;)
+        pause();
+    return NULL;
 }
 
 static long long ns(struct timespec t)
@@ -104,7 +117,11 @@ int main(int argc, char **argv)
     struct sigevent se;
     timer_t gone;
 
-    zdtm_init(argc, argv, NULL, "POSIX timers on all clocks, timer slack");
+    static const struct zdtm_opt opts[] = {
+        {"mtclock", ZDTM_LONG, &mtclock, "0|1  add a thread (makes the thread-clock timer undumpable)"},
+        {NULL, 0, NULL, NULL},
+    };
+    zdtm_init(argc, argv, opts, "POSIX timers on all clocks, timer slack");
     memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = on_tick;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
@@ -155,6 +172,11 @@ int main(int argc, char **argv)
                 zdtm_die("timer_settime %s", names[i]);
     if (prctl(PR_SET_TIMERSLACK, SLACK))
         zdtm_die("PR_SET_TIMERSLACK");
+    if (mtclock) {
+        pthread_t th;
+        if (pthread_create(&th, NULL, idle, NULL))
+            zdtm_die("pthread_create");
+    }
     int64_t armed = zdtm_now_ns();
     timers_text(before, sizeof(before));
     {
