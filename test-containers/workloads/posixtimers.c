@@ -9,6 +9,8 @@
  *   thread    CLOCK_THREAD_CPUTIME_ID, SIGEV_NONE, 3600 s of CPU
  *   dflt      CLOCK_TAI, no sigevent (SIGALRM, sival = the id), never armed
  *   boot      CLOCK_BOOTTIME, SIGEV_SIGNAL SIGRTMIN+3, once in 2 h, every 10 s
+ *   pend      CLOCK_MONOTONIC, SIGRTMIN+4 (blocked), sival_ptr 0x9e9d, once in 1 ms: its
+ *             signal is pending at the checkpoint and must still be, with its siginfo
  * Timer slack set to 123457 ns.
  * After SIGTERM: /proc/self/timers lists the same timers (ids, signals, values,
  * notification, clocks), each timer_t still works, intervals are exact, remaining times
@@ -32,8 +34,8 @@
 
 #define SLACK 123457UL
 
-enum { PERIODIC, FAR, OFF, PROC, THREAD, DFLT, BOOT, N };
-static const char *names[N] = {"periodic", "far", "off", "proc", "thread", "dflt", "boot"};
+enum { PERIODIC, FAR, OFF, PROC, THREAD, DFLT, BOOT, PEND, N };
+static const char *names[N] = {"periodic", "far", "off", "proc", "thread", "dflt", "boot", "pend"};
 static timer_t ids[N];
 static struct itimerspec want[N] = {
     [PERIODIC] = {{0, 20000000}, {0, 20000000}},
@@ -41,6 +43,7 @@ static struct itimerspec want[N] = {
     [PROC] = {{500, 0}, {1000, 0}},
     [THREAD] = {{0, 0}, {3600, 0}},
     [BOOT] = {{10, 0}, {7200, 0}},
+    [PEND] = {{0, 0}, {0, 1000000}},
 };
 
 static volatile sig_atomic_t ticks, bad_info, other_sigs;
@@ -166,6 +169,14 @@ int main(int argc, char **argv)
     se.sigev_value.sival_ptr = (void *)0xb007UL;
     if (timer_create(CLOCK_BOOTTIME, &se, &ids[BOOT]))
         zdtm_die("timer_create boot");
+    sigset_t pend;
+    sigemptyset(&pend);
+    sigaddset(&pend, SIGRTMIN + 4);
+    sigprocmask(SIG_BLOCK, &pend, NULL);
+    se.sigev_signo = SIGRTMIN + 4;
+    se.sigev_value.sival_ptr = (void *)0x9e9dUL;
+    if (timer_create(CLOCK_MONOTONIC, &se, &ids[PEND]))
+        zdtm_die("timer_create pend");
     for (int i = 0; i < N; i++)
         if (want[i].it_value.tv_sec || want[i].it_value.tv_nsec)
             if (timer_settime(ids[i], 0, &want[i], NULL))
@@ -202,7 +213,10 @@ int main(int argc, char **argv)
         long long gi = ns(got.it_interval), gv = ns(got.it_value);
         if (gi != wi)
             zdtm_fail("%s interval %lld ns, want %lld", names[i], gi, wi);
-        if (i == PERIODIC) {
+        if (i == PEND) {
+            if (gv || gi)
+                zdtm_fail("%s: a one-shot timer that fired is armed again (%lld ns)", names[i], gv);
+        } else if (i == PERIODIC) {
             if (gv <= 0 || gv > wi)
                 zdtm_fail("%s remaining %lld ns (period %lld)", names[i], gv, wi);
         } else if (!wv) {
@@ -226,6 +240,19 @@ int main(int argc, char **argv)
             ;
         if (ticks - t0 < 5)
             zdtm_fail("periodic timer: %d signals in 300 ms", (int)(ticks - t0));
+    }
+    {
+        siginfo_t si;
+        struct timespec zero = {0, 0};
+        int s = sigtimedwait(&pend, &si, &zero);
+        if (s != SIGRTMIN + 4)
+            zdtm_fail("pend: its pending signal is gone");
+        else if (si.si_code != SI_TIMER || si.si_timerid != (int)(long)ids[PEND] ||
+                 si.si_value.sival_ptr != (void *)0x9e9dUL)
+            zdtm_fail("pend: siginfo code %d timer %d value %p", si.si_code, si.si_timerid,
+                      si.si_value.sival_ptr);
+        else if (sigtimedwait(&pend, &si, &zero) >= 0)
+            zdtm_fail("pend: its signal came twice");
     }
     if (bad_info)
         zdtm_fail("%d timer signals with a wrong siginfo (value %#lx, timer id %ld)", (int)bad_info, bad_ptr, bad_id);
