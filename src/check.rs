@@ -81,6 +81,11 @@ pub fn probe_all() -> Vec<Probe> {
             consequence: "restore cannot set brk, arg/env, auxv and /proc/PID/exe",
         },
         Probe {
+            name: "PR_TIMER_CREATE_RESTORE_IDS",
+            present: sys::probe_timer_restore_ids(),
+            consequence: "POSIX timers cannot be restored with their ids (needs Linux 6.14)",
+        },
+        Probe {
             name: "soft-dirty page tracking",
             present: soft_dirty,
             consequence: "none: cryo tracks written pages with userfaultfd WP-async instead",
@@ -97,7 +102,10 @@ pub fn run() -> bool {
             println!("  present  {}", p.name);
         } else {
             println!("  MISSING  {}: {}", p.name, p.consequence);
-            if !p.name.starts_with("soft-dirty") && !p.name.starts_with("userfaultfd") {
+            if !p.name.starts_with("soft-dirty")
+                && !p.name.starts_with("userfaultfd")
+                && !p.name.starts_with("PR_TIMER")
+            {
                 ok = false;
             }
         }

@@ -9,6 +9,7 @@ use crate::image::{self, ImageDir};
 use crate::mm;
 use crate::pages::{self, PageDumper};
 use crate::proc;
+use crate::seccomp;
 use crate::seize::Seized;
 use crate::signals;
 use crate::sys::{process as sysproc, ptrace as raw};
@@ -57,6 +58,8 @@ pub struct TaskState {
     /// Raw XSAVE per thread, same order as `cores`.
     pub cpus: Vec<CpuStateEntry>,
     pub extra: TaskExtraEntry,
+    /// Seccomp filter chain per thread, same order as `cores`.
+    pub seccomp: Vec<seccomp::Chain>,
 }
 
 /// Per-thread state: what the thread itself must be asked (altstack, clear_child_tid,
@@ -86,6 +89,7 @@ fn dump_thread(
     )?;
     let pdeath = u32::from_ne_bytes(inj.get(0, 4)?.try_into().unwrap_or_default());
     let secbits = inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_SECUREBITS as u64])? as u32;
+    let timerslack = timers::dump_slack(&inj)?;
     let xsave = raw::get_xstate(tid).map_err(Error::sys("PTRACE_GETREGSET(NT_X86_XSTATE)", t))?;
     let rseq = raw::get_rseq_config(tid).map_err(Error::sys("PTRACE_GET_RSEQ_CONFIGURATION", t))?;
     let (futex_rla, futex_rla_len) =
@@ -139,6 +143,7 @@ fn dump_thread(
                 signature: rseq.signature,
                 rseq_cs_pointer: None,
             }),
+            timerslack_ns: Some(timerslack),
             ..Default::default()
         }),
         ..Default::default()
@@ -234,6 +239,7 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     }
     fault_point("dump-before-write")?;
     ids.write_data(&dir)?;
+    seccomp::write_image(&dir, &mut tasks)?;
     write_images(&dir, &tasks, &ids.files)?;
     stats.frozen_ms = t0.elapsed().as_secs_f64() * 1e3;
     // Children first, so no parent runs on (or dies) before its children are handled.
@@ -335,9 +341,9 @@ fn collect(
     let tid = seized.pid;
     let stat = proc::parse_stat(&proc::read(pid, "stat")?)?;
     let status = proc::parse_status(&proc::read(pid, "status")?)?;
-    if status.seccomp != 0 {
-        blockers.push(format!("pid {pid} seccomp filters: not supported yet"));
-    }
+    // Before any injection: suspends the filters while cryo runs syscalls in the task.
+    // (A refusal here stops the dump at once: strict mode forbids further injection.)
+    let seccomp = seccomp::dump_process(seized)?;
     let vmas = proc::parse_smaps(&proc::read(pid, "smaps")?)?;
     let vdso = vmas
         .iter()
@@ -349,7 +355,8 @@ fn collect(
     let (scratch, _) = inj.scratch()?;
     let brk = inj.call("brk", libc::SYS_brk, &[0])?;
     let sigactions = signals::dump_sigactions(&inj)?;
-    let itimers = timers::dump(&inj)?;
+    let tids: Vec<i32> = seized.threads.iter().map(|t| t.tid.as_raw()).collect();
+    let itimers = timers::dump(&inj, &tids)?;
     let dumpable = inj.call("prctl", libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64])? as i32;
     inj.call(
         "prctl",
@@ -479,6 +486,7 @@ fn collect(
             cap_amb: Some(status.cap_amb),
             no_new_privs: Some(status.no_new_privs),
         },
+        seccomp,
     };
     Ok(state)
 }

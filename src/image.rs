@@ -108,6 +108,11 @@ pub const CREDS: Kind = Kind {
     magic: magic::CREDS_MAGIC,
     common: true,
 };
+pub const SECCOMP: Kind = Kind {
+    name: "seccomp",
+    magic: magic::SECCOMP_MAGIC,
+    common: true,
+};
 pub const CRYO_CPU: Kind = Kind {
     name: "cryo-cpu",
     magic: magic::CRYO_CPU,

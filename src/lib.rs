@@ -19,6 +19,7 @@ pub mod pages;
 pub mod proc;
 pub mod ptrace;
 pub mod restore;
+pub mod seccomp;
 pub mod seize;
 pub mod signals;
 pub mod sys;

@@ -23,6 +23,7 @@ use crate::mm::{self, PAGE_SIZE};
 use crate::pages;
 use crate::proc;
 use crate::ptrace::{self as tr, Injector, Stop};
+use crate::seccomp;
 use crate::signals;
 use crate::sys::{process as sysproc, ptrace as raw};
 use crate::timers;
@@ -41,6 +42,11 @@ use std::path::PathBuf;
 const SCRATCH_LEN: u64 = 64 * 1024;
 /// Where in the scratch area the iovec array of `preadv` goes (16 bytes per run).
 const SCRATCH_IOV: u64 = 16 * 1024;
+/// ptrace options the restorer traces the new processes with.
+const TRACE_OPTS: i32 = libc::PTRACE_O_TRACESYSGOOD
+    | libc::PTRACE_O_EXITKILL
+    | libc::PTRACE_O_TRACECLONE
+    | libc::PTRACE_O_TRACEFORK;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOpts {
@@ -73,6 +79,8 @@ struct Images {
     extra: TaskExtraEntry,
     pages_id: u32,
     pagemap: Vec<PagemapEntry>,
+    /// Seccomp filters to install per thread (same order as `threads`).
+    seccomp: Vec<seccomp::RestoreChain>,
 }
 
 fn invalid(dir: &ImageDir, name: &str, msg: impl Into<String>) -> Error {
@@ -111,10 +119,27 @@ fn load(dir: &ImageDir) -> Result<(Vec<Images>, Vec<FileEntry>)> {
         }
     }
     let files = dir.reader("files.img", image::FILES)?.all()?;
-    let imgs = tree
+    let mut imgs = tree
         .into_iter()
         .map(|e| load_task(dir, e))
         .collect::<Result<Vec<_>>>()?;
+    let filters = seccomp::read_image(dir)?;
+    for img in &mut imgs {
+        img.seccomp = img
+            .threads
+            .iter()
+            .map(|(tid, c, _)| {
+                let th = c.thread_core.as_ref();
+                seccomp::thread_chain(
+                    dir,
+                    &filters,
+                    *tid,
+                    th.and_then(|t| t.seccomp_mode),
+                    th.and_then(|t| t.seccomp_filter),
+                )
+            })
+            .collect::<Result<_>>()?;
+    }
     Ok((imgs, files))
 }
 
@@ -198,6 +223,7 @@ fn load_task(dir: &ImageDir, pstree: PstreeEntry) -> Result<Images> {
         pages_id,
         pagemap,
         pstree,
+        seccomp: Vec::new(),
     })
 }
 
@@ -383,11 +409,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
             .collect(),
         armed: true,
     };
-    let traceopts = libc::PTRACE_O_TRACESYSGOOD
-        | libc::PTRACE_O_EXITKILL
-        | libc::PTRACE_O_TRACECLONE
-        | libc::PTRACE_O_TRACEFORK;
-    raw::seize(child, traceopts as usize).map_err(Error::sys("PTRACE_SEIZE", pid))?;
+    raw::seize(child, TRACE_OPTS as usize).map_err(Error::sys("PTRACE_SEIZE", pid))?;
     let mut go_w = std::fs::File::from(go_w);
     go_w.write_all(b"g")
         .map_err(Error::io("write", "restore sync pipe"))?;
@@ -982,6 +1004,7 @@ fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Re
             libc::SYS_prctl,
             &[libc::PR_SET_PDEATHSIG as u64, pdeath as u64],
         )?;
+        timers::restore_slack(tinj, th.timerslack_ns)?;
     }
 
     // Service fds and the scratch page go; rseq is registered last so the kernel checks
@@ -996,9 +1019,8 @@ fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Re
         &[plan.base as u64, u32::MAX as u64, 0],
     )?;
     leader.call("munmap", libc::SYS_munmap, &[plan.scratch, SCRATCH_LEN])?;
-    for ((tid, core, xsave), (t, tinj)) in img.threads.iter().zip(&injs) {
+    for ((_, core, _), (_, tinj)) in img.threads.iter().zip(&injs) {
         let th = core.thread_core.clone().unwrap_or_default();
-        let ti = core.thread_info.clone().unwrap_or_default();
         if let Some(r) = &th.rseq_entry {
             tinj.call(
                 "rseq",
@@ -1011,6 +1033,18 @@ fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Re
                 ],
             )?;
         }
+    }
+    // Seccomp filters after everything else injected: they may forbid any of it.
+    let sps: Vec<(&Injector, u64)> = img
+        .threads
+        .iter()
+        .zip(&injs)
+        .map(|((_, c, _), (_, i))| (i, c.thread_info.as_ref().map_or(0, |t| t.gpregs.sp)))
+        .collect();
+    seccomp::restore(&sps, &img.seccomp, &img.mm.vmas, TRACE_OPTS as usize)?;
+    for ((tid, core, xsave), (t, _)) in img.threads.iter().zip(&injs) {
+        let th = core.thread_core.clone().unwrap_or_default();
+        let ti = core.thread_info.clone().unwrap_or_default();
         fault_point("restore-before-regs")?;
         let tid = *tid as i32;
         raw::set_regs(*t, &cpu::entry_to_regs(&ti.gpregs))

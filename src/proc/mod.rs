@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use std::path::Path;
 
 pub mod smaps;
+pub mod timers;
 pub use smaps::{parse_smaps, Vma};
 
 pub fn read(pid: i32, what: &str) -> Result<String> {

@@ -79,3 +79,12 @@ pub fn probe_prctl_mm_map() -> bool {
     };
     r == 0 && size == 104
 }
+
+/// Whether `prctl(PR_TIMER_CREATE_RESTORE_IDS)` exists (Linux 6.14): asks for the mode.
+pub fn probe_timer_restore_ids() -> bool {
+    const PR_TIMER_CREATE_RESTORE_IDS: libc::c_int = 77;
+    const GET: libc::c_ulong = 2;
+    // SAFETY: the GET form only returns 0 or 1; no pointer is passed.
+    let r = unsafe { libc::prctl(PR_TIMER_CREATE_RESTORE_IDS, GET, 0, 0, 0) };
+    r >= 0
+}

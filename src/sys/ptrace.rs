@@ -215,6 +215,45 @@ pub fn poke(pid: Pid, addr: u64, word: u64) -> Result<(), Errno> {
     req(libc::PTRACE_POKEDATA, pid, addr as usize, word as usize).map(drop)
 }
 
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+/// PTRACE_O_SUSPEND_SECCOMP: the tracee's seccomp filters do not apply while traced.
+pub const O_SUSPEND_SECCOMP: usize = 1 << 21;
+
+/// Replaces the ptrace options of a traced thread.
+pub fn set_options(pid: Pid, options: usize) -> Result<(), Errno> {
+    req(libc::PTRACE_SETOPTIONS, pid, 0, options).map(drop)
+}
+
+/// The BPF program (raw `struct sock_filter` array) of seccomp filter `index` of the
+/// thread, 0 being the first installed (the kernel counts from the oldest, unlike what
+/// ptrace(2) says); `ENOENT` past the newest.
+pub fn seccomp_get_filter(pid: Pid, index: u64) -> Result<Vec<u8>, Errno> {
+    let n = req(PTRACE_SECCOMP_GET_FILTER, pid, index as usize, 0)? as usize;
+    let mut buf = vec![0u8; n * 8];
+    let got = req(
+        PTRACE_SECCOMP_GET_FILTER,
+        pid,
+        index as usize,
+        buf.as_mut_ptr() as usize,
+    )? as usize;
+    buf.truncate(got.min(n) * 8);
+    Ok(buf)
+}
+
+/// The flags (SECCOMP_FILTER_FLAG_LOG) of seccomp filter `index` of the thread.
+pub fn seccomp_get_metadata(pid: Pid, index: u64) -> Result<u64, Errno> {
+    // struct seccomp_metadata { __u64 filter_off; __u64 flags; }
+    let mut meta = [index, 0u64];
+    req(
+        PTRACE_SECCOMP_GET_METADATA,
+        pid,
+        std::mem::size_of_val(&meta),
+        meta.as_mut_ptr() as usize,
+    )?;
+    Ok(meta[1])
+}
+
 /// Probes PTRACE_GET_RSEQ_CONFIGURATION on a short-lived child of ours.
 pub fn probe_rseq_config() -> bool {
     // SAFETY: the child only calls pause() in a loop until killed (async-signal-safe).
