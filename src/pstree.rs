@@ -685,7 +685,7 @@ mod tests {
         assert_eq!(p.nodes[h].members, 2);
         assert!(!p.nodes[1].pdeathsig);
         assert_eq!(p.nodes[2].creator, Some(1));
-        assert_eq!(p.nodes[0].children, vec![h]);
+        assert_eq!(p.nodes[0].helpers, vec![h]);
         // Not a subreaper: refused.
         let tasks = [t(10, 1, 10, 10), t(12, 10, 11, 11)];
         assert!(plan(&tasks, false, &|_| false).is_err());

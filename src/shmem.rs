@@ -194,17 +194,10 @@ pub fn restore_objects<'a>(
             .next_entry()?
             .ok_or_else(|| bad("no pagemap head".into()))?;
         let entries: Vec<PagemapEntry> = r.all()?;
-        let fd = crate::sys::mem::shared_anon_fd(size as usize).map_err(Error::sys(
-            "mmap(MAP_SHARED|MAP_ANONYMOUS) + open(map_files)",
-            0,
-        ))?;
-        let obj = std::fs::File::from(fd);
-        let pages_path = dir.file(&format!("pages-{}.img", head.pages_id));
-        let pages = std::fs::File::open(&pages_path).map_err(|_| ImageError::Missing {
-            path: pages_path.clone(),
-        })?;
-        let mut buf = vec![0u8; WINDOW.min(size as usize)];
-        let mut src = 0u64;
+        // Runs: page-aligned, inside the address space; the object may be larger than
+        // any VMA reaches (the dump reads it to its size).
+        let mut runs = Vec::with_capacity(entries.len());
+        let mut size = size;
         for e in entries
             .iter()
             .filter(|e| e.flags.unwrap_or(PE_PRESENT) & PE_PRESENT != 0)
@@ -215,14 +208,24 @@ pub fn restore_objects<'a>(
                 .checked_mul(PAGE_SIZE)
                 .filter(|l| {
                     e.vaddr % PAGE_SIZE == 0
-                        && e.vaddr.checked_add(*l).is_some_and(|end| end <= size)
+                        && e.vaddr.checked_add(*l).is_some_and(|end| end <= 1 << 47)
                 })
-                .ok_or_else(|| {
-                    bad(format!(
-                        "page run at {:#x} outside the object ({size} bytes)",
-                        e.vaddr
-                    ))
-                })?;
+                .ok_or_else(|| bad(format!("bad page run at offset {:#x}", e.vaddr)))?;
+            size = size.max(e.vaddr + len);
+            runs.push((e.vaddr, len));
+        }
+        let fd = crate::sys::mem::shared_anon_fd(size as usize).map_err(Error::sys(
+            "mmap(MAP_SHARED|MAP_ANONYMOUS) + open(map_files)",
+            0,
+        ))?;
+        let obj = std::fs::File::from(fd);
+        let pages_path = dir.file(&format!("pages-{}.img", head.pages_id));
+        let pages = std::fs::File::open(&pages_path).map_err(|_| ImageError::Missing {
+            path: pages_path.clone(),
+        })?;
+        let mut buf = vec![0u8; WINDOW];
+        let mut src = 0u64;
+        for (vaddr, len) in runs {
             let mut done = 0u64;
             while done < len {
                 let n = ((len - done) as usize).min(buf.len());
@@ -232,7 +235,7 @@ pub fn restore_objects<'a>(
                         head.pages_id
                     ))
                 })?;
-                obj.write_all_at(&buf[..n], e.vaddr + done)
+                obj.write_all_at(&buf[..n], vaddr + done)
                     .map_err(Error::io("pwrite", "shared anonymous memory"))?;
                 src += n as u64;
                 done += n as u64;

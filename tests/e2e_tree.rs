@@ -154,3 +154,43 @@ fn shared_anonymous_memory_stays_shared() {
     env.restore(pid, &[]);
     env.verify(pid);
 }
+
+/// A restore failing after the tree (zombies, helpers, adopted orphans) exists leaves
+/// no process and no zombie behind; a retry then works.
+#[test]
+fn failed_restore_of_zombies_and_orphans_leaves_nothing() {
+    for (name, workload) in [("zombie-fault", "zombie"), ("orphan-fault", "orphan")] {
+        let env = Env::new(name);
+        let pid = env.start(workload, &[]);
+        let mut pids = vec![pid.as_raw()];
+        for k in children(pid) {
+            pids.push(k);
+            pids.extend(children(Pid::from_raw(k)));
+            // The dead session leader (the orphans' helper holds its pid).
+            pids.push(stat_fields(k)[3].parse().unwrap());
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        env.dump(pid, &[]);
+        for point in ["restore-mid-mm", "restore-before-regs"] {
+            let out = std::process::Command::new(cryo())
+                .args(["restore", "-d", "-D", env.images().to_str().unwrap()])
+                .env("CRYO_FAULT", point)
+                .output()
+                .unwrap();
+            assert!(
+                !out.status.success(),
+                "{workload} {point}: restore succeeded"
+            );
+            for p in &pids {
+                assert!(
+                    state(Pid::from_raw(*p)).is_none(),
+                    "{workload} {point}: pid {p} left in state {:?}",
+                    state(Pid::from_raw(*p))
+                );
+            }
+        }
+        env.restore(pid, &[]);
+        env.verify(pid);
+    }
+}
