@@ -9,8 +9,10 @@ use crate::image::{self, ImageDir};
 use crate::mm;
 use crate::pages::{self, PageDumper};
 use crate::proc;
+use crate::pstree::{self, Zombie};
 use crate::seccomp;
 use crate::seize::Seized;
+use crate::shmem;
 use crate::signals;
 use crate::sys::{process as sysproc, ptrace as raw};
 use crate::timers;
@@ -27,7 +29,6 @@ use std::time::Instant;
 
 /// Version of cryo's own image records (`cryo-*.img`); restore refuses newer ones.
 pub const CRYO_FORMAT_VERSION: u32 = 1;
-const TASK_ALIVE: u32 = 1;
 /// RLIMIT_NLIMITS on Linux.
 const RLIM_NLIMITS: u32 = 16;
 
@@ -214,17 +215,24 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     let dir = ImageDir::create(&opts.dir)?;
     let _block = BlockTermSignals::new();
     let t0 = Instant::now();
-    let mut tree = seize_tree(Pid::from_raw(pid))?;
+    let (mut tree, zombies) = seize_tree(Pid::from_raw(pid))?;
     fault_point("dump-after-seize")?;
-    check_sessions(&tree, opts)?;
+    check_sessions(&tree, &zombies, opts)?;
 
     // All state but memory first, for the whole tree: everything cryo cannot dump is
     // found in this pass and reported at once, before any image is written.
     let mut ids = FileIds::default();
+    let mut shm = shmem::Registry::default();
     let mut tasks = Vec::with_capacity(tree.len());
     let mut blockers = Vec::new();
     for (i, seized) in tree.iter_mut().enumerate() {
-        tasks.push(collect(seized, i as u32 + 1, &mut ids, &mut blockers)?);
+        tasks.push(collect(
+            seized,
+            i as u32 + 1,
+            &mut ids,
+            &mut shm,
+            &mut blockers,
+        )?);
     }
     if !blockers.is_empty() {
         return Err(Error::Blocked { blockers });
@@ -237,10 +245,20 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
         stats.pages.pages_zero += st.pages.pages_zero;
         stats.pages.pages_written += st.pages.pages_written;
     }
+    // With the subreaper flags known: can the tree be rebuilt?
+    let entries: Vec<_> = tasks
+        .iter()
+        .map(|t| (t.pstree.clone(), &t.cores[0]))
+        .chain(zombies.iter().map(|z| (z.pstree.clone(), &z.core)))
+        .collect();
+    pstree::check(&pstree::tasks_of(&entries), opts.shell_job)?;
+    let shm_stats = shm.dump(&dir, tasks.len() as u32 + 1)?;
+    stats.pages.pages_written += shm_stats.pages_written;
+    stats.pages.pages_zero += shm_stats.pages_zero;
     fault_point("dump-before-write")?;
     ids.write_data(&dir)?;
     seccomp::write_image(&dir, &mut tasks)?;
-    write_images(&dir, &tasks, &ids.files)?;
+    write_images(&dir, &tasks, &zombies, &ids.files)?;
     stats.frozen_ms = t0.elapsed().as_secs_f64() * 1e3;
     // Children first, so no parent runs on (or dies) before its children are handled.
     for seized in tree.into_iter().rev() {
@@ -276,33 +294,38 @@ fn children_of(pid: Pid) -> Result<Vec<Pid>> {
 /// Seizes ROOT and every descendant, parents before children; re-scans until no new
 /// process appears (a process forking while others are being frozen is caught on the
 /// next pass; once all are stopped, none can fork).
-fn seize_tree(root: Pid) -> Result<Vec<Seized>> {
+/// Zombies are recorded, not seized (they have nothing left to freeze).
+fn seize_tree(root: Pid) -> Result<(Vec<Seized>, Vec<Zombie>)> {
     let mut tree: Vec<Seized> = vec![Seized::new(root)?];
+    let mut zombies: Vec<Zombie> = Vec::new();
     loop {
         let mut new = Vec::new();
         for s in &tree {
             for c in children_of(s.pid)? {
-                if !tree.iter().any(|x| x.pid == c) && !new.contains(&c) {
+                if !tree.iter().any(|x| x.pid == c)
+                    && !zombies.iter().any(|z| z.pstree.pid as i32 == c.as_raw())
+                    && !new.contains(&c)
+                {
                     new.push(c);
                 }
             }
         }
         if new.is_empty() {
-            return Ok(tree);
+            return Ok((tree, zombies));
         }
         for c in new {
-            if proc::read(c.as_raw(), "stat")
-                .ok()
-                .and_then(|s| proc::parse_stat(&s).ok())
-                .is_some_and(|st| st.state == 'Z')
-            {
-                return Err(Error::Unsupported {
-                    pid: c.as_raw(),
-                    what: "a zombie in the tree".into(),
-                    why: "zombies are not supported yet".into(),
-                });
+            if let Some(z) = pstree::zombie(c.as_raw())? {
+                zombies.push(z);
+                continue;
             }
-            tree.push(Seized::new(c)?);
+            match Seized::new(c) {
+                Ok(s) => tree.push(s),
+                // It exited meanwhile: a zombie now.
+                Err(e) => match pstree::zombie(c.as_raw())? {
+                    Some(z) => zombies.push(z),
+                    None => return Err(e),
+                },
+            }
         }
     }
 }
@@ -310,22 +333,28 @@ fn seize_tree(root: Pid) -> Result<Vec<Seized>> {
 /// Sessions and groups cryo can rebuild: every process in the root's session (or
 /// leading its own), every group led by a process of the tree (or, for a shell job,
 /// the root's own group).
-fn check_sessions(tree: &[Seized], opts: &DumpOpts) -> Result<()> {
-    let pids: Vec<i32> = tree.iter().map(|s| s.pid.as_raw()).collect();
-    let root = proc::parse_stat(&proc::read(pids[0], "stat")?)?;
-    for &p in &pids {
+/// (Checked again once the subreaper flags are known; here every process is assumed to
+/// be one, so only what no flag could fix is refused before collecting.)
+fn check_sessions(tree: &[Seized], zombies: &[Zombie], opts: &DumpOpts) -> Result<()> {
+    let mut tasks = Vec::with_capacity(tree.len() + zombies.len());
+    for s in tree {
+        let p = s.pid.as_raw();
         let st = proc::parse_stat(&proc::read(p, "stat")?)?;
-        let sid_ok = st.sid == root.sid || st.sid == p;
-        let pgid_ok = pids.contains(&st.pgid) || (opts.shell_job && st.pgid == root.pgid);
-        if !sid_ok || !pgid_ok {
-            return Err(Error::Unsupported {
-                pid: p,
-                what: format!("session {} / process group {}", st.sid, st.pgid),
-                why: "the session or group belongs to a process outside the dumped tree".into(),
-            });
-        }
+        tasks.push(pstree::Task {
+            pid: p,
+            ppid: st.ppid,
+            pgid: st.pgid,
+            sid: st.sid,
+            zombie: None,
+            subreaper: true,
+        });
     }
-    Ok(())
+    let entries: Vec<_> = zombies
+        .iter()
+        .map(|z| (z.pstree.clone(), &z.core))
+        .collect();
+    tasks.extend(pstree::tasks_of(&entries));
+    pstree::check(&tasks, opts.shell_job)
 }
 
 /// Collects one process but its memory; `n` numbers its pages and fdinfo images, `ids`
@@ -335,6 +364,7 @@ fn collect(
     seized: &mut Seized,
     n: u32,
     ids: &mut FileIds,
+    shm: &mut shmem::Registry,
     blockers: &mut Vec<String>,
 ) -> Result<TaskState> {
     let pid = seized.pid.as_raw();
@@ -386,6 +416,7 @@ fn collect(
             Err(e) => return Err(e),
         }
     }
+    shm.tag(pid, &mut vma_entries)?;
     let exe = proc::read_link(pid, "exe")?;
     let exe_id = ids.add_mapped(&exe, libc::O_RDONLY as u32);
     let auxv = proc::parse_auxv(&proc::read_bytes(pid, "auxv")?);
@@ -449,7 +480,7 @@ fn collect(
         ..Default::default()
     };
     cores[0].tc = Some(TaskCoreEntry {
-        task_state: TASK_ALIVE,
+        task_state: pstree::TASK_ALIVE,
         exit_code: 0,
         personality,
         flags: stat.flags as u32,
@@ -528,12 +559,24 @@ fn dump_memory(seized: &Seized, task: &TaskState, dir: &ImageDir) -> Result<Dump
 
 /// Writes every image of the tree; `inventory.img` last, so its presence marks a
 /// complete image set.
-pub fn write_images(dir: &ImageDir, tasks: &[TaskState], files: &[FileEntry]) -> Result<()> {
+pub fn write_images(
+    dir: &ImageDir,
+    tasks: &[TaskState],
+    zombies: &[Zombie],
+    files: &[FileEntry],
+) -> Result<()> {
     let mut w = dir.writer("pstree.img", image::PSTREE)?;
     for t in tasks {
         w.entry(&t.pstree)?;
     }
+    // After every live process, so each comes after its parent.
+    for z in zombies {
+        w.entry(&z.pstree)?;
+    }
     w.finish()?;
+    for z in zombies {
+        dir.write_one(&format!("core-{}.img", z.pstree.pid), image::CORE, &z.core)?;
+    }
     let mut w = dir.writer("files.img", image::FILES)?;
     for f in files {
         w.entry(f)?;

@@ -124,7 +124,11 @@ pub fn vma_entry(
     let entry = VmaEntry {
         start: v.start,
         end: v.end,
-        pgoff: if file.is_some() { v.pgoff } else { 0 },
+        pgoff: if file.is_some() || status & VMA_ANON_SHARED != 0 {
+            v.pgoff
+        } else {
+            0
+        },
         shmid: 0,
         prot: v.prot,
         flags,

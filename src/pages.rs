@@ -39,11 +39,11 @@ pub fn runs_to_dump(
     vma: &VmaEntry,
     stats: &mut Stats,
 ) -> Result<Vec<(u64, u64)>> {
-    if mm::is_special(vma.status) || vma.status & mm::VMA_FILE_SHARED != 0 {
+    // Shared memory is dumped once per object (shmem), not per process.
+    if mm::is_special(vma.status) || vma.status & (mm::VMA_FILE_SHARED | mm::VMA_ANON_SHARED) != 0 {
         return Ok(Vec::new());
     }
     let file_private = vma.status & mm::VMA_FILE_PRIVATE != 0;
-    let anon_shared = vma.status & mm::VMA_ANON_SHARED != 0;
     let mut out: Vec<(u64, u64)> = Vec::new();
     let mut regions = vec![PageRegion::default(); 512];
     let mut start = vma.start;
@@ -58,8 +58,6 @@ pub fn runs_to_dump(
             let c = r.categories;
             let keep = if c & sysmem::PAGE_IS_PFNZERO != 0 {
                 false
-            } else if anon_shared {
-                true
             } else if file_private {
                 // File pages not copied-on-write come back from the file itself.
                 c & sysmem::PAGE_IS_FILE == 0

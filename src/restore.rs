@@ -22,8 +22,10 @@ use crate::image::{self, ImageDir, ImageError};
 use crate::mm::{self, PAGE_SIZE};
 use crate::pages;
 use crate::proc;
+use crate::pstree::{self, Runtime};
 use crate::ptrace::{self as tr, Injector, Stop};
 use crate::seccomp;
+use crate::shmem;
 use crate::signals;
 use crate::sys::{process as sysproc, ptrace as raw};
 use crate::timers;
@@ -64,7 +66,8 @@ pub enum Outcome {
     Exited(i32),
 }
 
-/// The images of one process, as read.
+/// The images of one process, as read (a zombie has only `pstree` and `core`).
+#[derive(Default)]
 struct Images {
     pstree: PstreeEntry,
     /// Leader's core (carries `tc`, the process-wide state).
@@ -81,6 +84,15 @@ struct Images {
     pagemap: Vec<PagemapEntry>,
     /// Seccomp filters to install per thread (same order as `threads`).
     seccomp: Vec<seccomp::RestoreChain>,
+}
+
+impl Images {
+    fn is_zombie(&self) -> bool {
+        self.core
+            .tc
+            .as_ref()
+            .is_some_and(|tc| tc.task_state == pstree::TASK_DEAD)
+    }
 }
 
 fn invalid(dir: &ImageDir, name: &str, msg: impl Into<String>) -> Error {
@@ -152,6 +164,17 @@ fn load_task(dir: &ImageDir, pstree: PstreeEntry) -> Result<Images> {
             &format!("core-{pid}.img"),
             format!("architecture {} is not x86_64", core.mtype),
         ));
+    }
+    if core
+        .tc
+        .as_ref()
+        .is_some_and(|tc| tc.task_state == pstree::TASK_DEAD)
+    {
+        return Ok(Images {
+            pstree,
+            core,
+            ..Default::default()
+        });
     }
     let ids: TaskKobjIdsEntry = dir.read_one(&format!("ids-{pid}.img"), image::IDS)?;
     let mut cr = dir.reader(&format!("cryo-cpu-{pid}.img"), image::CRYO_CPU)?;
@@ -243,6 +266,8 @@ fn holder(pid: i32) -> String {
 }
 
 /// What the child does before it stops; all fds are already open in the parent.
+/// (Sessions, groups and the children it creates are in `pstree::Runtime`.)
+#[derive(Default)]
 struct ChildPlan {
     pid: i32,
     /// Lowest fd number above every fd involved; sources are first copied here.
@@ -253,9 +278,6 @@ struct ChildPlan {
     moves: Vec<(RawFd, i32, bool)>,
     cwd: usize,
     root: Option<usize>,
-    setsid: bool,
-    /// The process group to be in.
-    setpgid: i32,
     umask: u32,
     personality: u32,
     rlimits: Vec<(u32, u64, u64)>,
@@ -264,10 +286,10 @@ struct ChildPlan {
     /// Only the root waits for the tracer; its descendants are traced from birth.
     go: Option<RawFd>,
     report: RawFd,
-    /// Plans (indices) of the children this process creates.
-    children: Vec<usize>,
     pages_idx: usize,
     map_idx: HashMap<u32, usize>,
+    /// Shared anonymous objects (shmid → service index).
+    shm_idx: HashMap<u64, usize>,
     exe_idx: usize,
     /// Steps after the fds are in place (epoll registrations).
     late: Vec<files::Late>,
@@ -327,8 +349,22 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
             "pid {pid} was not a session leader when dumped; restore it with --shell-job"
         )));
     }
-    for img in &imgs {
-        let p = img.pstree.pid as i32;
+    let entries: Vec<_> = imgs.iter().map(|i| (i.pstree.clone(), &i.core)).collect();
+    let tree = pstree::plan(&pstree::tasks_of(&entries), opts.shell_job, &|_| false)
+        .map_err(|(p, why)| invalid(&dir, "pstree.img", format!("process {p}: {why}")))?;
+    let mut keep: Vec<OwnedFd> = Vec::new();
+    let comms = tree
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            imgs.get(i)
+                .map(|m| m.core.tc.clone().unwrap_or_default().comm)
+        })
+        .map(Option::unwrap_or_default)
+        .collect();
+    let rt = Runtime::new(tree, comms, &mut keep)?;
+    for p in rt.pids() {
         if proc::exists(p) {
             return Err(Error::PidTaken {
                 pid: p,
@@ -341,7 +377,11 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     // Open everything in this process first: bad input fails before any fork. All
     // processes of the tree inherit these fds; each keeps its own.
     let mut opener = files::Opener::new(&dir, &files, opts.shell_job)?;
-    let mut keep: Vec<OwnedFd> = Vec::new();
+    let mut shm: HashMap<u64, RawFd> = HashMap::new();
+    for (id, fd) in shmem::restore_objects(&dir, imgs.iter().map(|i| &i.mm))? {
+        shm.insert(id, fd.as_raw_fd());
+        keep.push(fd);
+    }
     let (go_r, go_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2", 0))?;
     let (rep_r, rep_w) =
@@ -358,15 +398,8 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
             &mut keep,
             report_raw,
             &own,
+            &shm,
         )?);
-    }
-    for (i, img) in imgs.iter().enumerate() {
-        plans[i].children = imgs
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.pstree.ppid == img.pstree.pid)
-            .map(|(j, _)| j)
-            .collect();
     }
     plans[0].go = Some(go_r.as_raw_fd());
     // Above every fd the new processes inherit (all of ours) and every target number.
@@ -382,10 +415,13 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         p.base = max_fd + 1;
     }
 
+    // Orphans of the tree's processes come to us while restoring, and are reaped here
+    // if it fails.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     // SAFETY: cryo's restore runs single-threaded; the child only runs `child_main`,
     // which never returns (it stops for the tracer or exits).
     let child = match unsafe { sysproc::clone3_with_pid(pid, 0) } {
-        Ok(None) => child_main(&plans, 0),
+        Ok(None) => child_main(&plans, &rt, 0),
         Ok(Some(p)) => p,
         Err(nix::errno::Errno::EEXIST) => {
             return Err(Error::PidTaken {
@@ -403,10 +439,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     };
     drop(go_r);
     let mut guard = ChildGuard {
-        pids: imgs
-            .iter()
-            .map(|i| Pid::from_raw(i.pstree.pid as i32))
-            .collect(),
+        pids: rt.pids().map(Pid::from_raw).collect(),
         armed: true,
     };
     raw::seize(child, TRACE_OPTS as usize).map_err(Error::sys("PTRACE_SEIZE", pid))?;
@@ -416,9 +449,12 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     // Our copies of the fds are the new processes' business now.
     drop(keep);
     drop(opener);
-    wait_prepared(imgs.len(), rep_r)?;
+    wait_prepared(&rt, rep_r)?;
     // Children first: no process runs on before its children are complete.
     for (img, plan) in imgs.iter().zip(&plans).rev() {
+        if img.is_zombie() {
+            continue;
+        }
         let p = Pid::from_raw(img.pstree.pid as i32);
         let root = img.pstree.pid as i32 == pid;
         rebuild(img, plan, p, !(root && opts.detach))?;
@@ -431,6 +467,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     if opts.detach {
         return Ok(Outcome::Detached(pid));
     }
+    let _ = nix::sys::prctl::set_child_subreaper(false);
     use nix::sys::wait::WaitStatus;
     loop {
         match nix::sys::wait::waitpid(child, None).map_err(Error::sys("waitpid", pid))? {
@@ -449,8 +486,16 @@ fn prepare(
     keep: &mut Vec<OwnedFd>,
     report: RawFd,
     own: &[(u64, u64)],
+    shm: &HashMap<u64, RawFd>,
 ) -> Result<ChildPlan> {
     let pid = img.pstree.pid as i32;
+    if img.is_zombie() {
+        return Ok(ChildPlan {
+            pid,
+            report,
+            ..Default::default()
+        });
+    }
     let entries = &*opener;
     let file = |id: u32| -> Result<&FileEntry> { entries.entry(id) };
     let mut service: Vec<RawFd> = vec![report];
@@ -498,6 +543,13 @@ fn prepare(
     } else {
         None
     };
+    let mut shm_idx = HashMap::new();
+    for id in shmem::shmids(&img.mm) {
+        if let (None, Some(&fd)) = (shm_idx.get(&id), shm.get(&id)) {
+            service.push(fd);
+            shm_idx.insert(id, service.len() - 1);
+        }
+    }
     let mut moves = Vec::new();
     for fi in &img.fdinfo {
         // One open file description per file id, shared across fds and processes.
@@ -515,8 +567,6 @@ fn prepare(
         moves,
         cwd,
         root,
-        setsid: img.pstree.sid as i32 == pid,
-        setpgid: img.pstree.pgid as i32,
         umask: img.fs.umask.unwrap_or(0o022),
         personality: tc.personality,
         rlimits: tc
@@ -534,9 +584,9 @@ fn prepare(
         scratch: find_gap(SCRATCH_LEN, &avoid),
         go: None,
         report,
-        children: Vec::new(),
         pages_idx,
         map_idx,
+        shm_idx,
         exe_idx,
         late,
     })
@@ -544,7 +594,9 @@ fn prepare(
 
 /// Lets the new processes run their preparation (each stops with SIGSTOP when done),
 /// continuing the fork and birth stops of the tree; then checks their reports.
-fn wait_prepared(n: usize, report: OwnedFd) -> Result<()> {
+/// Zombies and helpers are done when they exit as planned.
+fn wait_prepared(rt: &Runtime, report: OwnedFd) -> Result<()> {
+    let n = rt.plan.nodes.len();
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let read_report = |report: &OwnedFd| -> String {
         let _ = nix::fcntl::fcntl(
@@ -570,6 +622,16 @@ fn wait_prepared(n: usize, report: OwnedFd) -> Result<()> {
             WaitStatus::Stopped(p, sig) => {
                 raw::cont(p, sig as i32).map_err(Error::sys("PTRACE_CONT", p.as_raw()))?
             }
+            WaitStatus::Exited(p, c) if rt.expected_exit(p.as_raw()) == Some((c as u32) << 8) => {
+                log::debug!(pid = p.as_raw(), code = c; "exited as planned");
+                ready += 1;
+            }
+            WaitStatus::Signaled(p, s, _)
+                if rt.expected_exit(p.as_raw()).map(|e| e & 0x7f) == Some(s as u32) =>
+            {
+                log::debug!(pid = p.as_raw(), signal = s as i32; "killed as planned");
+                ready += 1;
+            }
             WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _) => {
                 let msg = read_report(&report).replace("ok", "");
                 let msg = if msg.is_empty() {
@@ -586,7 +648,7 @@ fn wait_prepared(n: usize, report: OwnedFd) -> Result<()> {
         }
     }
     let msg = read_report(&report);
-    if msg != "ok".repeat(n) {
+    if msg != "ok".repeat(rt.live_tasks()) {
         return Err(Error::Restore {
             pid: 0,
             msg: format!("preparation reported {msg:?}"),
@@ -596,7 +658,19 @@ fn wait_prepared(n: usize, report: OwnedFd) -> Result<()> {
 }
 
 /// Runs in the new process: only fd shuffling and simple syscalls, then it stops.
-fn child_main(plans: &[ChildPlan], idx: usize) -> ! {
+fn child_main(plans: &[ChildPlan], rt: &Runtime, idx: usize) -> ! {
+    let mut spawn = |c: usize| -> nix::Result<()> {
+        // SAFETY: this process is single-threaded (a fork of the restorer); the child
+        // runs child_main, which never returns.
+        match unsafe { sysproc::clone3_with_pid(rt.plan.nodes[c].pid, 0) } {
+            Ok(None) => child_main(plans, rt, c),
+            Ok(Some(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    if idx >= plans.len() {
+        rt.helper_main(idx, plans[0].report, &mut spawn);
+    }
     let p = &plans[idx];
     let mut report = p.report;
     let fail = |report: RawFd, what: &str, e: nix::errno::Errno| -> ! {
@@ -610,35 +684,17 @@ fn child_main(plans: &[ChildPlan], idx: usize) -> ! {
             sysproc::exit_now(1);
         }
     }
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if rt.plan.nodes[idx].pdeathsig {
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    }
     // cryo's own handlers (Rust's runtime sets SIGSEGV/SIGBUS ones) must not leak into
     // the restored process: start from all-default, the tracer sets the dumped ones.
     sysproc::reset_signal_dispositions();
     // Session and group first (children inherit them), then the children, each made
-    // by its restored parent with its PID; fds are shuffled only after that.
-    if p.setsid {
-        if let Err(e) = nix::unistd::setsid() {
-            fail(report, "setsid", e);
-        }
-    } else if p.setpgid == p.pid {
-        if let Err(e) = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
-            fail(report, "setpgid", e);
-        }
-    } else if p.setpgid != nix::unistd::getpgrp().as_raw()
-        && plans.iter().any(|q| q.pid == p.setpgid)
-    {
-        if let Err(e) = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(p.setpgid)) {
-            fail(report, "setpgid", e);
-        }
-    }
-    for &c in &p.children {
-        // SAFETY: this process is single-threaded (a fork of the restorer); the child
-        // runs child_main, which never returns.
-        match unsafe { sysproc::clone3_with_pid(plans[c].pid, 0) } {
-            Ok(None) => child_main(plans, c),
-            Ok(Some(_)) => {}
-            Err(e) => fail(report, "clone3(set_tid) of a child", e),
-        }
+    // by its restored parent with its PID (a zombie exits here); fds are shuffled only
+    // after that.
+    if let Err((what, e)) = rt.enter(idx, &mut spawn) {
+        fail(report, what, e);
     }
     // Sources to base.., then drop everything else, then targets into place.
     let sources: Vec<RawFd> = p
@@ -830,13 +886,16 @@ fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Re
     for v in img.mm.vmas.iter().filter(|v| !mm::is_special(v.status)) {
         let fill = has_pages(v);
         let prot = v.prot as u64 | if fill { libc::PROT_WRITE as u64 } else { 0 };
-        let (fd, off) = match map_idx.get(&(v.shmid as u32)) {
+        let (fd, off, flags) = match map_idx.get(&(v.shmid as u32)) {
             Some(&i) if v.status & (mm::VMA_FILE_PRIVATE | mm::VMA_FILE_SHARED) != 0 => {
-                (svc(i), v.pgoff)
+                (svc(i), v.pgoff, v.flags as u64)
             }
-            _ => (u64::MAX, 0),
+            _ => match shmem::map_source(v, &plan.shm_idx) {
+                Some((i, off, flags)) => (svc(i), off, flags),
+                None => (u64::MAX, 0, v.flags as u64),
+            },
         };
-        let flags = v.flags as u64 | libc::MAP_FIXED as u64;
+        let flags = flags | libc::MAP_FIXED as u64;
         let got = inj.call(
             "mmap",
             libc::SYS_mmap,

@@ -237,10 +237,10 @@ impl Restorer {
             self.fresh.insert(id, (Some(r), Some(w)));
         }
         let end = usize::from(pe.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32);
-        let slot =
-            self.fresh
-                .get_mut(&id)
-                .and_then(|(r, w)| if end == 0 { r.take() } else { w.take() });
+        let slot = self
+            .fresh
+            .get_mut(&id)
+            .and_then(|(r, w)| if end == 0 { r.take() } else { w.take() });
         let fd = match slot {
             Some(fd) => fd,
             None => {

@@ -121,6 +121,37 @@ pub fn pagemap_scan(
     Ok((n as usize, arg.walk_end))
 }
 
+/// A new shared anonymous memory object of `len` bytes (what `mmap(MAP_SHARED |
+/// MAP_ANONYMOUS)` creates, shown as "/dev/zero (deleted)"), as an fd: mapped here for
+/// a moment, reopened through /proc/self/map_files (needs CAP_SYS_ADMIN or
+/// CAP_CHECKPOINT_RESTORE), unmapped.
+pub fn shared_anon_fd(len: usize) -> Result<std::os::fd::OwnedFd, Errno> {
+    // SAFETY: a new mapping at an address the kernel chooses; nothing else refers to it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    let start = p as u64;
+    let path = format!("/proc/self/map_files/{:x}-{:x}", start, start + len as u64);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)));
+    // SAFETY: unmaps exactly the mapping made above, which no Rust object refers to.
+    unsafe { libc::munmap(p, len) };
+    Ok(f?.into())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

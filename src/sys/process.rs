@@ -281,3 +281,46 @@ pub fn set_affinity(tid: Pid, mask: &[u8]) -> Result<(), Errno> {
     })
     .map(drop)
 }
+
+/// Discards pending instances of `sig` (setting a disposition to SIG_IGN flushes them,
+/// POSIX), then restores SIG_DFL. For the restore child only, whose dispositions are
+/// all default while it prepares.
+pub fn discard_pending(sig: i32) {
+    for handler in [1u64 /* SIG_IGN */, 0 /* SIG_DFL */] {
+        let act = [handler, 0, 0, 0];
+        // SAFETY: `act` is a live kernel sigaction; the old action is not requested.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                act.as_ptr(),
+                std::ptr::null::<u64>(),
+                8,
+            )
+        };
+    }
+}
+
+/// Ends this process so that its parent's `wait` sees `status` (a wait status as in
+/// /proc/PID/stat field 52): killed by its signal (without a core file) or exited
+/// with its code. For a restore child whose dispositions are all default.
+pub fn die_with_status(status: u32) -> ! {
+    let sig = (status & 0x7f) as libc::c_int;
+    if sig != 0 {
+        // SAFETY: integers and a live, zeroed rlimit / sigset; no Rust state involved.
+        unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            let zero = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &zero);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+    }
+    exit_now(((status >> 8) & 0xff) as i32)
+}

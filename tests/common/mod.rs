@@ -385,10 +385,17 @@ pub fn reap_zombies() {
     }
 }
 
-/// Kills and reaps every child still around (tests clean up by PID).
+/// Kills and reaps every child still around (tests clean up by PID); their own children
+/// come to us (subreaper) as they die, so repeat until none is left.
 pub fn reap_children() {
-    for (pid, _) in our_children() {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        let _ = waitpid(Pid::from_raw(pid), None);
+    for _ in 0..10 {
+        let kids = our_children();
+        if kids.is_empty() {
+            return;
+        }
+        for (pid, _) in kids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
     }
 }
