@@ -38,6 +38,7 @@ pub struct DumpOpts {
     pub dir: PathBuf,
     pub leave_running: bool,
     pub shell_job: bool,
+    pub fds: files::FdOpts,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -221,7 +222,7 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
 
     // All state but memory first, for the whole tree: everything cryo cannot dump is
     // found in this pass and reported at once, before any image is written.
-    let mut ids = FileIds::default();
+    let mut ids = FileIds::new(opts.fds);
     let mut shm = shmem::Registry::default();
     let mut tasks = Vec::with_capacity(tree.len());
     let mut blockers = Vec::new();

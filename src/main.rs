@@ -38,6 +38,17 @@ struct LogArgs {
     log: Option<PathBuf>,
 }
 
+/// Fds that reach outside the dumped tree (CRIU's flags).
+#[derive(clap::Args)]
+struct FdFlags {
+    /// Keep unix sockets whose peer is outside the tree.
+    #[arg(long)]
+    ext_unix_sk: bool,
+    /// Checkpoint/restore established TCP connections (TCP_REPAIR).
+    #[arg(long)]
+    tcp_established: bool,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Checkpoint a running process into an image directory.
@@ -55,6 +66,8 @@ enum Cmd {
         #[arg(short = 'j', long)]
         shell_job: bool,
         #[command(flatten)]
+        fds: FdFlags,
+        #[command(flatten)]
         log: LogArgs,
     },
     /// Restore a process from an image directory.
@@ -70,6 +83,11 @@ enum Cmd {
         /// Attach the restored process to the caller's session and terminal.
         #[arg(short = 'j', long)]
         shell_job: bool,
+        #[command(flatten)]
+        fds: FdFlags,
+        /// Restore established TCP connections closed.
+        #[arg(long)]
+        tcp_close: bool,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -184,6 +202,7 @@ fn main() -> ExitCode {
             dir,
             leave_running,
             shell_job,
+            fds,
             log,
         } => {
             let logp = init_log(&log, &dir, "dump.log");
@@ -192,6 +211,11 @@ fn main() -> ExitCode {
                 dir,
                 leave_running,
                 shell_job,
+                fds: cryo::files::FdOpts {
+                    ext_unix_sk: fds.ext_unix_sk,
+                    tcp_established: fds.tcp_established,
+                    tcp_close: false,
+                },
             };
             match dump::dump(&opts) {
                 Ok(st) => {
@@ -213,6 +237,8 @@ fn main() -> ExitCode {
             detach,
             pidfile,
             shell_job,
+            fds,
+            tcp_close,
             log,
         } => {
             let logp = init_log(&log, &dir, "restore.log");
@@ -221,6 +247,11 @@ fn main() -> ExitCode {
                 detach,
                 pidfile,
                 shell_job,
+                fds: cryo::files::FdOpts {
+                    ext_unix_sk: fds.ext_unix_sk,
+                    tcp_established: fds.tcp_established,
+                    tcp_close,
+                },
             };
             match restore::restore(&opts) {
                 Ok(restore::Outcome::Detached(pid)) => {

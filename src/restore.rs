@@ -56,6 +56,7 @@ pub struct RestoreOpts {
     pub detach: bool,
     pub pidfile: Option<PathBuf>,
     pub shell_job: bool,
+    pub fds: files::FdOpts,
 }
 
 #[derive(Debug)]
@@ -376,7 +377,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
 
     // Open everything in this process first: bad input fails before any fork. All
     // processes of the tree inherit these fds; each keeps its own.
-    let mut opener = files::Opener::new(&dir, &files, opts.shell_job)?;
+    let mut opener = files::Opener::new(&dir, &files, opts.shell_job, opts.fds)?;
     let mut shm: HashMap<u64, RawFd> = HashMap::new();
     for (id, fd) in shmem::restore_objects(&dir, imgs.iter().map(|i| &i.mm))? {
         shm.insert(id, fd.as_raw_fd());

@@ -22,14 +22,29 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 pub mod epoll;
 pub mod eventfd;
+pub mod inet;
 pub mod inotify;
 pub mod memfd;
 pub mod pipe;
 pub mod reg;
 pub mod signalfd;
 pub mod timerfd;
+pub mod unix;
 
 pub use reg::{is_tty_path, open_dir, open_for_map, shell_job_tty};
+
+/// What the user allows for fds that reach outside the dumped tree (CRIU's flags).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FdOpts {
+    /// `--ext-unix-sk`: a unix socket whose peer is outside the tree is kept (dump) and
+    /// reconnected (restore) instead of refused.
+    pub ext_unix_sk: bool,
+    /// `--tcp-established`: established TCP connections are dumped and restored with
+    /// TCP_REPAIR instead of refused.
+    pub tcp_established: bool,
+    /// `--tcp-close` (restore): established connections come back closed.
+    pub tcp_close: bool,
+}
 
 /// The tree-wide file table of one dump: file entries (files.img) and the data images
 /// some kinds add (pipe contents, deleted files' contents).
@@ -45,9 +60,19 @@ pub struct FileIds {
     pub pipes: pipe::DumpState,
     pub ghosts: reg::Ghosts,
     pub memfds: memfd::DumpState,
+    pub unix: unix::DumpState,
+    pub inet: inet::DumpState,
+    pub opts: FdOpts,
 }
 
 impl FileIds {
+    pub fn new(opts: FdOpts) -> Self {
+        FileIds {
+            opts,
+            ..Default::default()
+        }
+    }
+
     /// A fresh file id.
     pub fn next_id(&mut self) -> u32 {
         self.next += 1;
@@ -126,6 +151,8 @@ impl FileIds {
         self.pipes.write(dir)?;
         self.ghosts.write(dir)?;
         self.memfds.write(dir)?;
+        self.unix.write(dir)?;
+        self.inet.write(dir)?;
         Ok(())
     }
 }
@@ -198,8 +225,16 @@ fn dump_one(f: &Fd, ids: &mut FileIds) -> Result<u32> {
     if t.starts_with("/memfd:") {
         return memfd::dump(f, ids);
     }
-    if t.starts_with("socket:[") {
-        return Err(f.unsupported("sockets are not supported yet"));
+    if let Some(rest) = t.strip_prefix("socket:[") {
+        let ino = rest.trim_end_matches(']').parse().unwrap_or(0);
+        let copy = f.copy()?;
+        let domain = crate::sys::fd::socket_domain(std::os::fd::AsFd::as_fd(&copy))
+            .map_err(Error::sys("getsockopt(SO_DOMAIN)", f.pid))?;
+        return match domain {
+            libc::AF_UNIX => unix::dump(f, ino, ids),
+            libc::AF_INET | libc::AF_INET6 => inet::dump(f, ino, ids),
+            d => Err(f.unsupported(format!("socket family {d} is not supported"))),
+        };
     }
     if !t.starts_with('/') {
         return Err(f.unsupported("this kind of fd is not supported yet"));
@@ -295,7 +330,8 @@ impl Late {
 
 /// Creates the open file descriptions of a restore, once each, in the restorer.
 pub struct Opener<'a> {
-    dir: &'a ImageDir,
+    pub dir: &'a ImageDir,
+    pub opts: FdOpts,
     by_id: HashMap<u32, &'a FileEntry>,
     shell_job: bool,
     /// Open file descriptions made so far, by file id.
@@ -303,20 +339,30 @@ pub struct Opener<'a> {
     pipes: pipe::Restorer,
     ghosts: reg::GhostRestorer,
     memfds: memfd::Restorer,
+    pub unix: unix::Restorer,
+    pub inet: inet::Restorer,
     /// Epoll files already given their registrations (by the first process holding them).
     epolls_done: std::collections::HashSet<u32>,
 }
 
 impl<'a> Opener<'a> {
-    pub fn new(dir: &'a ImageDir, files: &'a [FileEntry], shell_job: bool) -> Result<Self> {
+    pub fn new(
+        dir: &'a ImageDir,
+        files: &'a [FileEntry],
+        shell_job: bool,
+        opts: FdOpts,
+    ) -> Result<Self> {
         Ok(Opener {
             dir,
+            opts,
             by_id: files.iter().map(|f| (f.id, f)).collect(),
             shell_job,
             opened: HashMap::new(),
             pipes: pipe::Restorer::load(dir)?,
             ghosts: reg::GhostRestorer::load(dir, files)?,
             memfds: memfd::Restorer::load(dir)?,
+            unix: unix::Restorer::load(dir)?,
+            inet: inet::Restorer::load(dir)?,
             epolls_done: Default::default(),
         })
     }
@@ -383,6 +429,8 @@ impl<'a> Opener<'a> {
             }
             FdTypes::Eventpoll => epoll::create(fe.epfd.as_ref().ok_or_else(|| bad("eventpoll"))?),
             FdTypes::Inotify => inotify::restore(fe.ify.as_ref().ok_or_else(|| bad("inotify"))?),
+            FdTypes::Unixsk => unix::restore(self, fe),
+            FdTypes::Inetsk => inet::restore(self, fe),
             other => Err(Error::Restore {
                 pid: 0,
                 msg: format!("file {}: kind {other:?} is not supported", fe.id),

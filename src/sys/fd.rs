@@ -150,3 +150,20 @@ pub fn fionread(fd: BorrowedFd) -> Result<usize, Errno> {
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
     check(r as libc::c_long).map(|_| n as usize)
 }
+
+/// `getsockopt(SO_DOMAIN)`: the address family of a socket.
+pub fn socket_domain(fd: BorrowedFd) -> Result<i32, Errno> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live and sized for an int option.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            &mut v as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    check(r as libc::c_long).map(|_| v)
+}
