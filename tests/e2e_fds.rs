@@ -58,3 +58,53 @@ fn shell_pipeline_mid_stream() {
     reap_zombies();
     assert_eq!(std::fs::read_to_string(&out).unwrap(), want);
 }
+
+/// Everything the dump cannot handle is reported in one error, across the tree (pid and
+/// fd of each), and the tree runs on untouched.
+#[test]
+fn every_blocker_listed_at_once() {
+    let env = Env::new("blockers");
+    let ready = env.path("ready");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg("-c").arg(format!(
+        r#"
+import os, socket, time
+nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+os.dup2(nl.fileno(), 20)
+pk = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+os.dup2(pk.fileno(), 21)
+if os.fork() == 0:
+    nl2 = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
+    os.dup2(nl2.fileno(), 30)
+    open("{ready}.child", "w").close()
+    while True: time.sleep(1)
+open("{ready}", "w").close()
+while True: time.sleep(1)
+"#,
+        ready = ready.display()
+    ));
+    let pid = env.spawn(cmd, true);
+    wait_for(&ready, std::time::Duration::from_secs(20));
+    wait_for(
+        &env.path("ready.child"),
+        std::time::Duration::from_secs(20),
+    );
+    let err = env.dump_fails(pid, &[]);
+    let child = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .trim()
+        .to_string();
+    for want in [
+        format!("pid {pid} fd 20"),
+        format!("pid {pid} fd 21"),
+        format!("pid {child} fd 30"),
+    ] {
+        assert!(err.contains(&want), "{want:?} missing from: {err}");
+    }
+    // Untouched: running, not traced, and the child too.
+    for p in [pid.as_raw(), child.parse().unwrap()] {
+        let p = nix::unistd::Pid::from_raw(p);
+        assert!(matches!(state(p), Some('S' | 'R')), "{p} is {:?}", state(p));
+        assert_eq!(tracer(p), Some(0));
+    }
+}
