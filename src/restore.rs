@@ -557,7 +557,7 @@ fn prepare(
         let src = opener.open(fi.id)?;
         moves.push((src, fi.fd as i32, fi.flags & libc::FD_CLOEXEC as u32 != 0));
     }
-    let late = opener.late_steps(&img.fdinfo)?;
+    let late = opener.late_steps(pid, &img.fdinfo)?;
     let tc = img.core.tc.clone().unwrap_or_default();
     let mut avoid: Vec<(u64, u64)> = img.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     avoid.extend_from_slice(own);

@@ -85,10 +85,7 @@ while True: time.sleep(1)
     ));
     let pid = env.spawn(cmd, true);
     wait_for(&ready, std::time::Duration::from_secs(20));
-    wait_for(
-        &env.path("ready.child"),
-        std::time::Duration::from_secs(20),
-    );
+    wait_for(&env.path("ready.child"), std::time::Duration::from_secs(20));
     let err = env.dump_fails(pid, &[]);
     let child = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap()
@@ -107,4 +104,13 @@ while True: time.sleep(1)
         assert!(matches!(state(p), Some('S' | 'R')), "{p} is {:?}", state(p));
         assert_eq!(tracer(p), Some(0));
     }
+}
+
+/// flock, POSIX record and OFD locks, in a parent and a child, seen from outside after
+/// restore with their owners.
+#[test]
+fn file_locks_come_back() {
+    let env = Env::new("locks");
+    let pid = env.start("locks", &["--tmpdir", env.dir.to_str().unwrap()]);
+    env.cycle(pid);
 }

@@ -24,6 +24,7 @@ pub mod epoll;
 pub mod eventfd;
 pub mod inet;
 pub mod inotify;
+pub mod locks;
 pub mod memfd;
 pub mod pipe;
 pub mod reg;
@@ -62,6 +63,7 @@ pub struct FileIds {
     pub memfds: memfd::DumpState,
     pub unix: unix::DumpState,
     pub inet: inet::DumpState,
+    pub locks: locks::DumpState,
     pub opts: FdOpts,
 }
 
@@ -153,6 +155,7 @@ impl FileIds {
         self.memfds.write(dir)?;
         self.unix.write(dir)?;
         self.inet.write(dir)?;
+        self.locks.write(dir)?;
         Ok(())
     }
 }
@@ -289,6 +292,14 @@ pub fn dump_fds(
                 Err(e) => return Err(e),
             },
         };
+        if let Err(e) = ids.locks.collect(&f, id) {
+            match e {
+                Error::Unsupported { pid, what, why } => {
+                    blockers.push(format!("pid {pid} {what}: {why}"))
+                }
+                e => return Err(e),
+            }
+        }
         let kind = ids.get(id).map(|e| e.r#type).unwrap_or(FdTypes::Reg as i32);
         log::debug!(pid = pid, fd = fd, target = target.as_str(), id = id, kind = kind; "fd");
         out.push(FdinfoEntry {
@@ -312,6 +323,14 @@ pub enum Late {
         events: u32,
         data: u64,
     },
+    /// Takes a file lock again (`kind`: locks::FL_*; `typ`: LOCK_SH/EX or F_RDLCK/WRLCK).
+    Lock {
+        fd: i32,
+        kind: u32,
+        typ: i32,
+        start: i64,
+        len: i64,
+    },
 }
 
 impl Late {
@@ -324,6 +343,19 @@ impl Late {
                 events,
                 data,
             } => crate::sys::fd::epoll_add(epfd, tfd, events, data).map_err(|e| ("epoll_ctl", e)),
+            Late::Lock {
+                fd,
+                kind,
+                typ,
+                start,
+                len,
+            } => match kind {
+                locks::FL_FLOCK => crate::sys::fd::flock(fd, typ).map_err(|e| ("flock", e)),
+                locks::FL_OFD => crate::sys::fd::set_lock(fd, libc::F_OFD_SETLK, typ, start, len)
+                    .map_err(|e| ("fcntl(F_OFD_SETLK)", e)),
+                _ => crate::sys::fd::set_lock(fd, libc::F_SETLK, typ, start, len)
+                    .map_err(|e| ("fcntl(F_SETLK)", e)),
+            },
         }
     }
 }
@@ -341,6 +373,7 @@ pub struct Opener<'a> {
     memfds: memfd::Restorer,
     pub unix: unix::Restorer,
     pub inet: inet::Restorer,
+    locks: locks::Restorer,
     /// Epoll files already given their registrations (by the first process holding them).
     epolls_done: std::collections::HashSet<u32>,
 }
@@ -363,6 +396,7 @@ impl<'a> Opener<'a> {
             memfds: memfd::Restorer::load(dir)?,
             unix: unix::Restorer::load(dir)?,
             inet: inet::Restorer::load(dir)?,
+            locks: locks::Restorer::load(dir)?,
             epolls_done: Default::default(),
         })
     }
@@ -438,9 +472,9 @@ impl<'a> Opener<'a> {
         }
     }
 
-    /// The steps a process must run once its fds are at their numbers: registrations of
-    /// the epoll files it is the first to hold.
-    pub fn late_steps(&mut self, fdinfo: &[FdinfoEntry]) -> Result<Vec<Late>> {
+    /// The steps process `pid` must run once its fds are at their numbers: registrations
+    /// of the epoll files it is the first to hold, then its file locks.
+    pub fn late_steps(&mut self, pid: i32, fdinfo: &[FdinfoEntry]) -> Result<Vec<Late>> {
         let mut out = Vec::new();
         for fi in fdinfo {
             let fe = self.entry(fi.id)?;
@@ -450,6 +484,7 @@ impl<'a> Opener<'a> {
                 }
             }
         }
+        out.extend(self.locks.late_steps(pid));
         Ok(out)
     }
 }

@@ -167,3 +167,21 @@ pub fn socket_domain(fd: BorrowedFd) -> Result<i32, Errno> {
     };
     check(r as libc::c_long).map(|_| v)
 }
+
+/// `flock(fd, op | LOCK_NB)`.
+pub fn flock(fd: RawFd, op: i32) -> Result<(), Errno> {
+    // SAFETY: integers only.
+    check(unsafe { libc::flock(fd, op | libc::LOCK_NB) } as libc::c_long).map(drop)
+}
+
+/// `fcntl(fd, F_SETLK or F_OFD_SETLK, {typ, SEEK_SET, start, len})` (non-blocking).
+pub fn set_lock(fd: RawFd, cmd: i32, typ: i32, start: i64, len: i64) -> Result<(), Errno> {
+    // SAFETY: an all-zero struct flock is valid; the fields are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start;
+    fl.l_len = len;
+    // SAFETY: `fl` is a live struct flock for the duration of the call.
+    check(unsafe { libc::fcntl(fd, cmd, &fl as *const libc::flock) } as libc::c_long).map(drop)
+}
