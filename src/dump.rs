@@ -7,6 +7,7 @@ use crate::error::{fault_point, Error, Result};
 use crate::files::{self, FileIds};
 use crate::image::{self, ImageDir};
 use crate::mm;
+use crate::namespaces::{self, TreeNs};
 use crate::pages::{self, PageDumper};
 use crate::proc;
 use crate::seize::Seized;
@@ -211,12 +212,23 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     let mut tree = seize_tree(Pid::from_raw(pid))?;
     fault_point("dump-after-seize")?;
     check_sessions(&tree, opts)?;
+    let ns = namespaces::dump_tree(
+        &tree
+            .iter()
+            .map(|s| {
+                (
+                    s.pid.as_raw(),
+                    s.threads.iter().map(|t| t.tid.as_raw()).collect(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )?;
 
     let mut ids = FileIds::default();
     let mut tasks = Vec::with_capacity(tree.len());
     let mut stats = DumpStats::default();
     for (i, seized) in tree.iter_mut().enumerate() {
-        let (state, st) = collect(seized, &dir, i as u32 + 1, &mut ids)?;
+        let (state, st) = collect(seized, &dir, i as u32 + 1, &mut ids, &ns)?;
         stats.memdump_ms += st.memdump_ms;
         stats.pages.pages_scanned += st.pages.pages_scanned;
         stats.pages.pages_zero += st.pages.pages_zero;
@@ -224,6 +236,7 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
         tasks.push(state);
     }
     fault_point("dump-before-write")?;
+    ns.write(&dir)?;
     write_images(&dir, &tasks, &ids.files)?;
     stats.frozen_ms = t0.elapsed().as_secs_f64() * 1e3;
     // Children first, so no parent runs on (or dies) before its children are handled.
@@ -313,14 +326,17 @@ fn check_sessions(tree: &[Seized], opts: &DumpOpts) -> Result<()> {
 }
 
 /// Collects one process; `n` numbers its pages and fdinfo images, `ids` is the file
-/// table shared by the whole tree (files.img).
+/// table shared by the whole tree (files.img). Images name tasks by their pids in the
+/// tree's pid namespace (`ns.vpid`).
 fn collect(
     seized: &mut Seized,
     dir: &ImageDir,
     n: u32,
     ids: &mut FileIds,
+    ns: &TreeNs,
 ) -> Result<(TaskState, DumpStats)> {
     let pid = seized.pid.as_raw();
+    let vpid = |p: i32| ns.vpid(p);
     let tid = seized.pid;
     let stat = proc::parse_stat(&proc::read(pid, "stat")?)?;
     let status = proc::parse_status(&proc::read(pid, "status")?)?;
@@ -414,7 +430,8 @@ fn collect(
     let mut cores = Vec::with_capacity(seized.threads.len());
     let mut cpus = Vec::with_capacity(seized.threads.len());
     for i in 0..seized.threads.len() {
-        let (core, cpu) = dump_thread(seized, i, vdso)?;
+        let (core, mut cpu) = dump_thread(seized, i, vdso)?;
+        cpu.tid = vpid(cpu.tid as i32) as u32;
         cores.push(core);
         cpus.push(cpu);
     }
@@ -449,7 +466,7 @@ fn collect(
             fault_point("dump-mid-memory")?;
         }
     }
-    let pstats = pd.finish(dir, pid, pages_id)?;
+    let pstats = pd.finish(dir, vpid(pid), pages_id)?;
     let memdump_ms = t_mem.elapsed().as_secs_f64() * 1e3;
     log::info!(
         pid = pid, ms = memdump_ms, written = pstats.pages_written, zero = pstats.pages_zero,
@@ -457,13 +474,14 @@ fn collect(
         "memory dumped"
     );
 
-    let kobj = TaskKobjIdsEntry {
+    let mut kobj = TaskKobjIdsEntry {
         vm_id: 1,
         files_id: n,
         fs_id: 1,
         sighand_id: 1,
         ..Default::default()
     };
+    ns.fill_ids(pid, &mut kobj);
     cores[0].tc = Some(TaskCoreEntry {
         task_state: TASK_ALIVE,
         exit_code: 0,
@@ -482,14 +500,14 @@ fn collect(
     cores[0].ids = Some(kobj);
     let state = TaskState {
         pstree: PstreeEntry {
-            pid: pid as u32,
-            ppid: stat.ppid as u32,
-            pgid: stat.pgid as u32,
-            sid: stat.sid as u32,
+            pid: vpid(pid) as u32,
+            ppid: vpid(stat.ppid) as u32,
+            pgid: vpid(stat.pgid) as u32,
+            sid: vpid(stat.sid) as u32,
             threads: seized
                 .threads
                 .iter()
-                .map(|t| t.tid.as_raw() as u32)
+                .map(|t| vpid(t.tid.as_raw()) as u32)
                 .collect(),
         },
         cores,
