@@ -319,6 +319,7 @@ pub fn dump_tree(tree: &[(i32, Vec<i32>)]) -> Result<TreeNs> {
         .first()
         .map(|t| t.0)
         .ok_or(Error::NoProcess { pid: 0 })?;
+    let t0 = std::time::Instant::now();
     let mine = NsIds::read("/proc/self", 0)?;
     let my_levels = parse_nspid(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
         .map_or(1, |v| v.len());
@@ -488,7 +489,7 @@ pub fn dump_tree(tree: &[(i32, Vec<i32>)]) -> Result<TreeNs> {
             why: why.join("; "),
         });
     }
-    log::info!(pid = root, clone_flags = ns.clone_flags, mount_proc = ns.mount_proc; "namespaces recorded");
+    log::info!(pid = root, clone_flags = ns.clone_flags, mount_proc = ns.mount_proc, us = t0.elapsed().as_micros() as u64; "namespaces recorded");
     Ok(ns)
 }
 

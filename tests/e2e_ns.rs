@@ -12,6 +12,24 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// If a test fails, kills the tree's pid-namespace init (which takes the whole
+/// namespace with it) and reaps the `unshare` parent, so nothing outlives the test.
+/// Declared after the `Env`, it runs before the Env's own cleanup.
+struct Cleanup {
+    parent: Pid,
+    init: Pid,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = nix::sys::signal::kill(self.init, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(self.parent, None);
+            reap_zombies();
+        }
+    }
+}
+
 fn ns_ino(kind: &str) -> String {
     std::fs::metadata(format!("/proc/self/ns/{kind}"))
         .unwrap()
@@ -74,7 +92,14 @@ fn nspids(root: Pid) -> Vec<(i32, String)> {
 fn start_pidns(env: &Env) -> (Pid, Pid) {
     start_unshared(
         env,
-        &["--fork", "--pid", "--mount-proc", "--uts", "--ipc"],
+        &[
+            "--fork",
+            "--kill-child",
+            "--pid",
+            "--mount-proc",
+            "--uts",
+            "--ipc",
+        ],
         &["--pid1", "1", "--own-uts", "1", "--own-ipc", "1"],
     )
 }
@@ -106,6 +131,10 @@ fn dump_unshared(env: &Env, unshare: Pid, pid: Pid) {
 fn pid_namespace_tree_keeps_pids_inside_and_out() {
     let env = Env::new("pidns");
     let (unshare, pid) = start_pidns(&env);
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init: pid,
+    };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(
         status
@@ -146,6 +175,10 @@ fn pid_namespace_tree_keeps_pids_inside_and_out() {
 fn pid_namespace_tree_attached_restore() {
     let env = Env::new("pidns-att");
     let (unshare, pid) = start_pidns(&env);
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init: pid,
+    };
     dump_unshared(&env, unshare, pid);
     let pidfile = env.path("restored.pid");
     let mut restorer = Command::new(cryo())
@@ -190,6 +223,10 @@ fn uts_and_ipc_namespaces_round_trip() {
         &["--uts", "--ipc"],
         &["--own-uts", "1", "--own-ipc", "1"],
     );
+    let _cleanup = Cleanup {
+        parent: pid,
+        init: pid,
+    };
     env.dump(pid, &[]);
     let imgs: Vec<String> = std::fs::read_dir(env.images())
         .unwrap()
@@ -225,6 +262,10 @@ fn uts_and_ipc_namespaces_round_trip() {
 fn net_namespace_is_refused() {
     let env = Env::new("netns");
     let (_, pid) = start_unshared(&env, &["--net"], &[]);
+    let _cleanup = Cleanup {
+        parent: pid,
+        init: pid,
+    };
     let err = env.dump_fails(pid, &[]);
     assert!(
         err.contains(&format!("pid {pid}")) && err.contains("net namespace"),
@@ -251,6 +292,10 @@ fn mount_namespace_with_other_mounts_is_refused() {
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "sh", "-c", &script]);
     let pid = env.spawn(cmd, true);
+    let _cleanup = Cleanup {
+        parent: pid,
+        init: pid,
+    };
     wait_for(&env.path("ready"), Duration::from_secs(60));
     let err = env.dump_fails(pid, &[]);
     assert!(
@@ -268,6 +313,10 @@ fn mount_namespace_with_other_mounts_is_refused() {
 fn pid_namespace_failed_restore_leaves_nothing() {
     let env = Env::new("pidns-fault");
     let (unshare, pid) = start_pidns(&env);
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init: pid,
+    };
     let tasks = nspids(pid);
     dump_unshared(&env, unshare, pid);
     for point in ["restore-mid-mm", "restore-before-regs"] {
@@ -303,7 +352,15 @@ fn non_init_of_pid_namespace_is_refused() {
         env.path("ready").display()
     );
     let mut cmd = Command::new("unshare");
-    cmd.args(["--fork", "--pid", "--mount-proc", "sh", "-c", &script]);
+    cmd.args([
+        "--fork",
+        "--kill-child",
+        "--pid",
+        "--mount-proc",
+        "sh",
+        "-c",
+        &script,
+    ]);
     let unshare = env.spawn(cmd, true);
     wait_for(&env.path("ready"), Duration::from_secs(60));
     // unshare → sh (pid 1 inside) → pidns (pid 2 inside).
@@ -316,7 +373,12 @@ fn non_init_of_pid_namespace_is_refused() {
             .parse()
             .unwrap()
     };
-    let pid = Pid::from_raw(child(child(unshare.as_raw())));
+    let init = Pid::from_raw(child(unshare.as_raw()));
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init,
+    };
+    let pid = Pid::from_raw(child(init.as_raw()));
     let err = env.dump_fails(pid, &[]);
     assert!(
         err.contains(&format!("pid {pid}")) && err.contains("not its init"),
