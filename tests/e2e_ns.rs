@@ -391,3 +391,22 @@ fn non_init_of_pid_namespace_is_refused() {
     let out = std::fs::read_to_string(env.path("out")).unwrap_or_default();
     assert_eq!(out.trim(), "PASS");
 }
+
+/// The restored tree (in the namespaces cryo made) dumps and restores again.
+#[test]
+fn pid_namespace_tree_dumped_twice() {
+    let env = Env::new("pidns-twice");
+    let (unshare, pid) = start_pidns(&env);
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init: pid,
+    };
+    let tasks = nspids(pid);
+    dump_unshared(&env, unshare, pid);
+    env.restore(pid, &[]);
+    std::fs::remove_dir_all(env.images()).unwrap();
+    env.dump(pid, &[]);
+    env.restore(pid, &[]);
+    assert_eq!(nspids(pid), tasks);
+    env.verify(pid);
+}
