@@ -7,6 +7,7 @@ use crate::error::{fault_point, Error, Result};
 use crate::files::{self, FileIds};
 use crate::image::{self, ImageDir};
 use crate::mm;
+use crate::namespaces::{self, TreeNs};
 use crate::pages::{self, PageDumper};
 use crate::proc;
 use crate::pstree::{self, Zombie};
@@ -219,6 +220,26 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     let (mut tree, zombies) = seize_tree(Pid::from_raw(pid))?;
     fault_point("dump-after-seize")?;
     check_sessions(&tree, &zombies, opts)?;
+    let ns = namespaces::dump_tree(
+        &tree
+            .iter()
+            .map(|s| {
+                (
+                    s.pid.as_raw(),
+                    s.threads.iter().map(|t| t.tid.as_raw()).collect(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    if ns.clone_flags & libc::CLONE_NEWPID as u64 != 0 {
+        if let Some(z) = zombies.first() {
+            return Err(Error::Unsupported {
+                pid: z.pstree.pid as i32,
+                what: "a zombie in a tree with its own pid namespace".into(),
+                why: "not supported yet".into(),
+            });
+        }
+    }
 
     // All state but memory first, for the whole tree: everything cryo cannot dump is
     // found in this pass and reported at once, before any image is written.
@@ -232,6 +253,7 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
             i as u32 + 1,
             &mut ids,
             &mut shm,
+            &ns,
             &mut blockers,
         )?);
     }
@@ -240,7 +262,7 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     }
     let mut stats = DumpStats::default();
     for (seized, task) in tree.iter().zip(&tasks) {
-        let st = dump_memory(seized, task, &dir)?;
+        let st = dump_memory(seized, task, &dir, &ns)?;
         stats.memdump_ms += st.memdump_ms;
         stats.pages.pages_scanned += st.pages.pages_scanned;
         stats.pages.pages_zero += st.pages.pages_zero;
@@ -259,6 +281,7 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     fault_point("dump-before-write")?;
     ids.write_data(&dir)?;
     seccomp::write_image(&dir, &mut tasks)?;
+    ns.write(&dir)?;
     write_images(&dir, &tasks, &zombies, &ids.files)?;
     stats.frozen_ms = t0.elapsed().as_secs_f64() * 1e3;
     // Children first, so no parent runs on (or dies) before its children are handled.
@@ -360,15 +383,18 @@ fn check_sessions(tree: &[Seized], zombies: &[Zombie], opts: &DumpOpts) -> Resul
 
 /// Collects one process but its memory; `n` numbers its pages and fdinfo images, `ids`
 /// is the file table shared by the whole tree (files.img). What cannot be dumped is
-/// added to `blockers` (and collection goes on, to find every blocker).
+/// added to `blockers` (and collection goes on, to find every blocker). Images name
+/// tasks by their pids in the tree's pid namespace (`ns.vpid`).
 fn collect(
     seized: &mut Seized,
     n: u32,
     ids: &mut FileIds,
     shm: &mut shmem::Registry,
+    ns: &TreeNs,
     blockers: &mut Vec<String>,
 ) -> Result<TaskState> {
     let pid = seized.pid.as_raw();
+    let vpid = |p: i32| ns.vpid(p);
     let tid = seized.pid;
     let stat = proc::parse_stat(&proc::read(pid, "stat")?)?;
     let status = proc::parse_status(&proc::read(pid, "status")?)?;
@@ -455,7 +481,8 @@ fn collect(
     let mut cores = Vec::with_capacity(seized.threads.len());
     let mut cpus = Vec::with_capacity(seized.threads.len());
     for i in 0..seized.threads.len() {
-        let (core, cpu) = dump_thread(seized, i, vdso)?;
+        let (core, mut cpu) = dump_thread(seized, i, vdso)?;
+        cpu.tid = vpid(cpu.tid as i32) as u32;
         cores.push(core);
         cpus.push(cpu);
     }
@@ -473,13 +500,14 @@ fn collect(
     let personality = u32::from_str_radix(proc::read(pid, "personality")?.trim(), 16).unwrap_or(0);
     let oom_score_adj = proc::read(pid, "oom_score_adj")?.trim().parse().ok();
 
-    let kobj = TaskKobjIdsEntry {
+    let mut kobj = TaskKobjIdsEntry {
         vm_id: 1,
         files_id: n,
         fs_id: 1,
         sighand_id: 1,
         ..Default::default()
     };
+    ns.fill_ids(pid, &mut kobj);
     cores[0].tc = Some(TaskCoreEntry {
         task_state: pstree::TASK_ALIVE,
         exit_code: 0,
@@ -498,14 +526,14 @@ fn collect(
     cores[0].ids = Some(kobj);
     let state = TaskState {
         pstree: PstreeEntry {
-            pid: pid as u32,
-            ppid: stat.ppid as u32,
-            pgid: stat.pgid as u32,
-            sid: stat.sid as u32,
+            pid: vpid(pid) as u32,
+            ppid: vpid(stat.ppid) as u32,
+            pgid: vpid(stat.pgid) as u32,
+            sid: vpid(stat.sid) as u32,
             threads: seized
                 .threads
                 .iter()
-                .map(|t| t.tid.as_raw() as u32)
+                .map(|t| vpid(t.tid.as_raw()) as u32)
                 .collect(),
         },
         cores,
@@ -524,7 +552,12 @@ fn collect(
 }
 
 /// Dumps the pages of one collected process, while it is frozen.
-fn dump_memory(seized: &Seized, task: &TaskState, dir: &ImageDir) -> Result<DumpStats> {
+fn dump_memory(
+    seized: &Seized,
+    task: &TaskState,
+    dir: &ImageDir,
+    ns: &TreeNs,
+) -> Result<DumpStats> {
     let (pid, tid, mm, n) = (seized.pid.as_raw(), seized.pid, &task.mm, task.ids.files_id);
     // Memory, while frozen.
     let t_mem = Instant::now();
@@ -543,7 +576,7 @@ fn dump_memory(seized: &Seized, task: &TaskState, dir: &ImageDir) -> Result<Dump
             fault_point("dump-mid-memory")?;
         }
     }
-    let pstats = pd.finish(dir, pid, pages_id)?;
+    let pstats = pd.finish(dir, ns.vpid(pid), pages_id)?;
     let memdump_ms = t_mem.elapsed().as_secs_f64() * 1e3;
     log::info!(
         pid = pid, ms = memdump_ms, written = pstats.pages_written, zero = pstats.pages_zero,

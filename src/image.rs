@@ -108,6 +108,21 @@ pub const CREDS: Kind = Kind {
     magic: magic::CREDS_MAGIC,
     common: true,
 };
+pub const UTSNS: Kind = Kind {
+    name: "utsns",
+    magic: magic::UTSNS_MAGIC,
+    common: true,
+};
+pub const IPC_VAR: Kind = Kind {
+    name: "ipcns-var",
+    magic: magic::IPC_VAR_MAGIC,
+    common: true,
+};
+pub const CRYO_NS: Kind = Kind {
+    name: "cryo-ns",
+    magic: magic::CRYO_NS,
+    common: true,
+};
 pub const SECCOMP: Kind = Kind {
     name: "seccomp",
     magic: magic::SECCOMP_MAGIC,

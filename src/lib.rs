@@ -15,6 +15,7 @@ pub mod files;
 pub mod image;
 pub mod logging;
 pub mod mm;
+pub mod namespaces;
 pub mod pages;
 pub mod proc;
 pub mod pstree;

@@ -408,6 +408,8 @@ pub struct Runtime {
     pipes: Vec<Option<[RawFd; 4]>>,
     /// Per node: comm to set (zombies).
     comms: Vec<std::ffi::CString>,
+    /// Per node: the `clone3` set_tid array (pid in the tree's pid namespace first).
+    pub set_tids: Vec<Vec<i32>>,
 }
 
 impl Runtime {
@@ -435,7 +437,13 @@ impl Runtime {
             .map(|c| std::ffi::CString::new(c).unwrap_or_default())
             .collect();
         comms.resize(plan.nodes.len(), Default::default());
-        Ok(Runtime { plan, pipes, comms })
+        let set_tids = plan.nodes.iter().map(|n| vec![n.pid]).collect();
+        Ok(Runtime {
+            plan,
+            pipes,
+            comms,
+            set_tids,
+        })
     }
 
     /// Pids of every node (tasks, zombies, helpers).

@@ -20,6 +20,7 @@ use crate::error::{fault_point, Error, Result};
 use crate::files;
 use crate::image::{self, ImageDir, ImageError};
 use crate::mm::{self, PAGE_SIZE};
+use crate::namespaces::{self, RestoreNs};
 use crate::pages;
 use crate::proc;
 use crate::pstree::{self, Runtime};
@@ -270,7 +271,10 @@ fn holder(pid: i32) -> String {
 /// (Sessions, groups and the children it creates are in `pstree::Runtime`.)
 #[derive(Default)]
 struct ChildPlan {
+    /// The pid as the process itself sees it (in the tree's pid namespace).
     pid: i32,
+    /// The root's new namespaces (the others inherit them).
+    ns: Option<namespaces::ChildNs>,
     /// Lowest fd number above every fd involved; sources are first copied here.
     base: i32,
     /// Fds the target keeps until the end of the restore (at base + index).
@@ -344,8 +348,11 @@ fn own_ranges(pid: i32) -> Result<Vec<(u64, u64)>> {
 pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     let dir = ImageDir::open(&opts.dir)?;
     let (imgs, files) = load(&dir)?;
-    let pid = imgs[0].pstree.pid as i32;
-    if imgs[0].pstree.sid as i32 != pid && !opts.shell_job {
+    let nsr = namespaces::load(&dir, &imgs.iter().map(|i| &i.pstree).collect::<Vec<_>>())?;
+    // `vpid`: the root as the tree sees it; `pid`: in our pid namespace.
+    let vpid = imgs[0].pstree.pid as i32;
+    let pid = nsr.outer(vpid as u32);
+    if imgs[0].pstree.sid as i32 != vpid && !opts.shell_job {
         return Err(Error::Usage(format!(
             "pid {pid} was not a session leader when dumped; restore it with --shell-job"
         )));
@@ -364,8 +371,15 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         })
         .map(Option::unwrap_or_default)
         .collect();
-    let rt = Runtime::new(tree, comms, &mut keep)?;
-    for p in rt.pids() {
+    let mut rt = Runtime::new(tree, comms, &mut keep)?;
+    // Each task's set_tid: its pid in the tree's pid namespace, then in ours.
+    rt.set_tids = rt
+        .plan
+        .nodes
+        .iter()
+        .map(|n| nsr.set_tid(n.pid as u32))
+        .collect();
+    for p in rt.pids().map(|p| nsr.outer(p as u32)) {
         if proc::exists(p) {
             return Err(Error::PidTaken {
                 pid: p,
@@ -392,16 +406,10 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     let own = own_ranges(std::process::id() as i32)?;
     let mut plans = Vec::with_capacity(imgs.len());
     for img in &imgs {
-        plans.push(prepare(
-            &dir,
-            img,
-            &mut opener,
-            &mut keep,
-            report_raw,
-            &own,
-            &shm,
-        )?);
+        let plan = prepare(&dir, img, &mut opener, &mut keep, report_raw, &own, &shm)?;
+        plans.push(plan);
     }
+    plans[0].ns = Some(nsr.child.clone());
     plans[0].go = Some(go_r.as_raw_fd());
     // Above every fd the new processes inherit (all of ours) and every target number.
     let ours = std::fs::read_dir("/proc/self/fd")
@@ -421,7 +429,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     let _ = nix::sys::prctl::set_child_subreaper(true);
     // SAFETY: cryo's restore runs single-threaded; the child only runs `child_main`,
     // which never returns (it stops for the tracer or exits).
-    let child = match unsafe { sysproc::clone3_with_pid(pid, 0) } {
+    let child = match unsafe { sysproc::clone3_set_tid(&rt.set_tids[0], nsr.clone_flags) } {
         Ok(None) => child_main(&plans, &rt, 0),
         Ok(Some(p)) => p,
         Err(nix::errno::Errno::EEXIST) => {
@@ -440,7 +448,10 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     };
     drop(go_r);
     let mut guard = ChildGuard {
-        pids: rt.pids().map(Pid::from_raw).collect(),
+        pids: rt
+            .pids()
+            .map(|p| Pid::from_raw(nsr.outer(p as u32)))
+            .collect(),
         armed: true,
     };
     raw::seize(child, TRACE_OPTS as usize).map_err(Error::sys("PTRACE_SEIZE", pid))?;
@@ -456,9 +467,9 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         if img.is_zombie() {
             continue;
         }
-        let p = Pid::from_raw(img.pstree.pid as i32);
-        let root = img.pstree.pid as i32 == pid;
-        rebuild(img, plan, p, !(root && opts.detach))?;
+        let p = Pid::from_raw(nsr.outer(img.pstree.pid));
+        let root = p.as_raw() == pid;
+        rebuild(img, plan, p, !(root && opts.detach), &nsr)?;
     }
     guard.armed = false;
     log::info!(pid = pid; "restored");
@@ -563,6 +574,7 @@ fn prepare(
     avoid.extend_from_slice(own);
     Ok(ChildPlan {
         pid,
+        ns: None,
         base: 0,
         service,
         moves,
@@ -663,7 +675,7 @@ fn child_main(plans: &[ChildPlan], rt: &Runtime, idx: usize) -> ! {
     let mut spawn = |c: usize| -> nix::Result<()> {
         // SAFETY: this process is single-threaded (a fork of the restorer); the child
         // runs child_main, which never returns.
-        match unsafe { sysproc::clone3_with_pid(rt.plan.nodes[c].pid, 0) } {
+        match unsafe { sysproc::clone3_set_tid(&rt.set_tids[c], 0) } {
             Ok(None) => child_main(plans, rt, c),
             Ok(Some(_)) => Ok(()),
             Err(e) => Err(e),
@@ -687,6 +699,11 @@ fn child_main(plans: &[ChildPlan], rt: &Runtime, idx: usize) -> ! {
     }
     if rt.plan.nodes[idx].pdeathsig {
         let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    }
+    if let Some(ns) = &p.ns {
+        if let Err((what, e)) = namespaces::enter(ns) {
+            fail(report, what, e);
+        }
     }
     // cryo's own handlers (Rust's runtime sets SIGSEGV/SIGBUS ones) must not leak into
     // the restored process: start from all-default, the tracer sets the dumped ones.
@@ -775,10 +792,18 @@ fn set_cloexec(fd: RawFd) -> nix::Result<()> {
     nix::errno::Errno::result(sysproc::set_cloexec(fd)).map(drop)
 }
 
-/// Rebuilds the stopped child into the dumped process and lets it run.
-fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Result<()> {
+/// Rebuilds the stopped child into the dumped process and lets it run. `child` is its
+/// pid in our namespace; what runs inside it uses the pids of the tree's (`img`).
+fn rebuild(
+    img: &Images,
+    plan: &ChildPlan,
+    child: Pid,
+    rearm_pdeath: bool,
+    nsr: &RestoreNs,
+) -> Result<()> {
     let (pages_idx, map_idx, exe_idx) = (plan.pages_idx, &plan.map_idx, plan.exe_idx);
     let pid = child.as_raw();
+    let vpid = img.pstree.pid as i32;
     let svc = |i: usize| (plan.base + i as i32) as u64;
     raw::set_sigmask(child, !0).map_err(Error::sys("PTRACE_SETSIGMASK", pid))?;
     let base_regs = raw::get_regs(child).map_err(Error::sys("PTRACE_GETREGS", pid))?;
@@ -958,7 +983,7 @@ fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Re
         )?;
     }
     if let Some(q) = &tc.signals_s {
-        signals::restore_pending(&inj, pid, pid, q, true)?;
+        signals::restore_pending(&inj, vpid, vpid, q, true)?;
     }
 
     // The other threads, created by the leader with their TIDs; each stops at birth
@@ -966,7 +991,9 @@ fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Re
     let mut injs = vec![(child, inj)];
     for (tid, _, _) in img.threads.iter().skip(1) {
         let leader = &injs[0].1;
-        let tid_addr = leader.put(8192 + 128, &(*tid as i32).to_ne_bytes())?;
+        let set_tid = nsr.set_tid(*tid);
+        let set_tid_bytes: Vec<u8> = set_tid.iter().flat_map(|t| t.to_ne_bytes()).collect();
+        let tid_addr = leader.put(8192 + 128, &set_tid_bytes)?;
         let flags = (libc::CLONE_VM
             | libc::CLONE_FS
             | libc::CLONE_FILES
@@ -975,10 +1002,22 @@ fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Re
             | libc::CLONE_SYSVSEM) as u64;
         // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
         // stack_size, tls, set_tid, set_tid_size, cgroup.
-        let args: Vec<u8> = [flags, 0, 0, 0, 0, 0, 0, 0, tid_addr, 1, 0]
-            .iter()
-            .flat_map(|v| v.to_ne_bytes())
-            .collect();
+        let args: Vec<u8> = [
+            flags,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            tid_addr,
+            set_tid.len() as u64,
+            0,
+        ]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
         let args_addr = leader.put(8192, &args)?;
         let got = leader.call(
             "clone3(thread)",
@@ -991,7 +1030,7 @@ fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Re
                 msg: format!("thread created as {got}, wanted {tid}"),
             });
         }
-        let t = Pid::from_raw(*tid as i32);
+        let t = Pid::from_raw(nsr.outer(*tid));
         match tr::wait_stop(t)? {
             Stop::Event | Stop::Signal(libc::SIGSTOP) => {}
             other => {
@@ -1046,7 +1085,7 @@ fn rebuild(img: &Images, plan: &ChildPlan, child: Pid, rearm_pdeath: bool) -> Re
             )?;
         }
         if let Some(q) = &th.signals_p {
-            signals::restore_pending(tinj, pid, *tid as i32, q, false)?;
+            signals::restore_pending(tinj, vpid, *tid as i32, q, false)?;
         }
         if let Some(c) = &th.creds {
             creds::restore(tinj, c, &img.extra, &own_groups)?;

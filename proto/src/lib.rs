@@ -177,6 +177,9 @@ pub mod magic {
     /// `cryo-cpu-<pid>.img`: cryo's own per-task records (`cryo::CryoHeadEntry`, then
     /// `cryo::CpuStateEntry` per thread, ...), after `IMG_COMMON_MAGIC`. Not a CRIU image.
     pub const CRYO_CPU: u32 = 0x4352_5901;
+    /// `cryo-ns.img`: the tree's namespaces relative to the dumping cryo
+    /// (`cryo::CryoHeadEntry`, then `cryo::NsTreeEntry`). Not a CRIU image.
+    pub const CRYO_NS: u32 = 0x4352_5902;
 }
 
 #[cfg(test)]
@@ -346,6 +349,9 @@ mod tests {
         assert_eq!(magic::CORE_MAGIC, 0x55053847);
         assert_eq!(magic::PSIGNAL_MAGIC, magic::SIGNAL_MAGIC);
         assert_eq!(magic::CRYO_CPU, 0x43525901);
+        assert_eq!(magic::CRYO_NS, 0x43525902);
+        assert_eq!(magic::UTSNS_MAGIC, 0x54473203);
+        assert_eq!(magic::IPC_VAR_MAGIC, 0x53115007);
     }
 
     /// Writes `inventory.img` and `pstree.img` the way cryo does and asks Debian's

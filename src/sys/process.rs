@@ -29,16 +29,29 @@ struct CloneArgs {
 /// Same contract as `fork`: the caller must be single-threaded, and the child may only
 /// do async-signal-safe work until it execs, exits or is taken over by the tracer.
 pub unsafe fn clone3_with_pid(pid: i32, flags: u64) -> Result<Option<Pid>, Errno> {
-    let tid = [pid];
+    // SAFETY: the caller upholds fork's contract.
+    unsafe { clone3_set_tid(&[pid], flags) }
+}
+
+/// `clone3` with a `set_tid` array: `tids[0]` is the pid in the child's innermost pid
+/// namespace (1 with `CLONE_NEWPID`), `tids[1]` in its parent namespace, and so on.
+/// `flags` may add `CLONE_NEW*` namespace flags. Returns `Ok(None)` in the child and
+/// the child's pid as the caller sees it in the parent.
+///
+/// # Safety
+/// Same contract as `fork`: the caller must be single-threaded, and the child may only
+/// do async-signal-safe work until it execs, exits or is taken over by the tracer.
+pub unsafe fn clone3_set_tid(tids: &[i32], flags: u64) -> Result<Option<Pid>, Errno> {
     let args = CloneArgs {
         flags,
         exit_signal: libc::SIGCHLD as u64,
-        set_tid: tid.as_ptr() as u64,
-        set_tid_size: 1,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: tids.len() as u64,
         ..Default::default()
     };
-    // SAFETY: `args` is a valid clone_args that outlives the call; no CLONE_VM, so the
-    // child runs on a copy of our stack (the caller upholds fork's contract).
+    // SAFETY: `args` is a valid clone_args whose set_tid array (`tids`) outlives the
+    // call; no CLONE_VM, so the child runs on a copy of our stack (the caller upholds
+    // fork's contract).
     let r = check(unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -323,4 +336,14 @@ pub fn die_with_status(status: u32) -> ! {
         }
     }
     exit_now(((status >> 8) & 0xff) as i32)
+}
+
+/// Sets the NIS domain name of our uts namespace (`setdomainname`).
+pub fn set_domainname(name: &[u8]) -> Result<(), Errno> {
+    // SAFETY: `name` is a live buffer of the length passed, only read by the kernel.
+    check(
+        unsafe { libc::setdomainname(name.as_ptr() as *const libc::c_char, name.len()) }
+            as libc::c_long,
+    )
+    .map(drop)
 }

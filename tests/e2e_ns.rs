@@ -1,0 +1,412 @@
+//! End-to-end: namespaces. A tree in its own pid namespace (started under
+//! `unshare --fork --pid --mount-proc --uts --ipc`) is dumped by its host pid and comes
+//! back with the same pids inside (root = 1) and outside, its hostname, domain name and
+//! IPC sysctls, and a proc of its own on /proc; the `pidns` workload checks all of it.
+//! Trees in namespaces cryo cannot restore are refused, naming task and namespace.
+
+mod common;
+use common::*;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// If a test fails, kills the tree's pid-namespace init (which takes the whole
+/// namespace with it) and reaps the `unshare` parent, so nothing outlives the test.
+/// Declared after the `Env`, it runs before the Env's own cleanup.
+struct Cleanup {
+    parent: Pid,
+    init: Pid,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = nix::sys::signal::kill(self.init, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(self.parent, None);
+            reap_zombies();
+        }
+    }
+}
+
+fn ns_ino(kind: &str) -> String {
+    std::fs::metadata(format!("/proc/self/ns/{kind}"))
+        .unwrap()
+        .ino()
+        .to_string()
+}
+
+/// Starts `unshare UNSHARE_ARGS pidns --out --ready WORKLOAD_ARGS` in a new session and
+/// waits for its ready file; returns (the spawned process, the workload's host pid).
+fn start_unshared(env: &Env, unshare: &[&str], workload: &[&str]) -> (Pid, Pid) {
+    let (uts, ipc) = (ns_ino("uts"), ns_ino("ipc"));
+    let mut cmd = Command::new("unshare");
+    cmd.args(unshare)
+        .arg(workload_bin("pidns"))
+        .arg("--out")
+        .arg(env.path("out"))
+        .arg("--ready")
+        .arg(env.path("ready"))
+        .args(["--host-uts", &uts, "--host-ipc", &ipc])
+        .args(workload);
+    let spawned = env.spawn(cmd, true);
+    wait_for(&env.path("ready"), Duration::from_secs(60));
+    if !unshare.contains(&"--fork") {
+        return (spawned, spawned);
+    }
+    // unshare --fork stays outside as the parent of the namespace's pid 1.
+    let t = Instant::now();
+    loop {
+        let kids = std::fs::read_to_string(format!("/proc/{spawned}/task/{spawned}/children"))
+            .unwrap_or_default();
+        if let Some(p) = kids.split_whitespace().next() {
+            return (spawned, Pid::from_raw(p.parse().unwrap()));
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no child of unshare");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `NSpid` of every process and thread of the tree under `root`, by host pid.
+fn nspids(root: Pid) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.as_raw()];
+    while let Some(p) = todo.pop() {
+        for t in std::fs::read_dir(format!("/proc/{p}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let tid = t.file_name().to_string_lossy().into_owned();
+            let st = std::fs::read_to_string(t.path().join("status")).unwrap();
+            let ns = st.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+            out.push((tid.parse().unwrap(), ns.to_string()));
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap();
+            todo.extend(kids.split_whitespace().map(|k| k.parse::<i32>().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn start_pidns(env: &Env) -> (Pid, Pid) {
+    start_unshared(
+        env,
+        &[
+            "--fork",
+            "--kill-child",
+            "--pid",
+            "--mount-proc",
+            "--uts",
+            "--ipc",
+        ],
+        &["--pid1", "1", "--own-uts", "1", "--own-ipc", "1"],
+    )
+}
+
+/// `cryo dump` of the namespace's init (not our child): the `unshare` parent is reaped.
+fn dump_unshared(env: &Env, unshare: Pid, pid: Pid) {
+    let out = run_cryo(
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            env.images().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // unshare reports its child's death by dying the same way.
+    waitpid(unshare, None).expect("reap unshare");
+    reap_zombies();
+    assert!(state(pid).is_none(), "dumped process {pid} still exists");
+}
+
+#[test]
+fn pid_namespace_tree_keeps_pids_inside_and_out() {
+    let env = Env::new("pidns");
+    let (unshare, pid) = start_pidns(&env);
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init: pid,
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")),
+        "workload is not pid 1 of its namespace"
+    );
+    let before = nspids(pid);
+    assert_eq!(before.len(), 5, "root + thread, A, A1, B: {before:?}");
+    dump_unshared(&env, unshare, pid);
+    let tree = Command::new("crit")
+        .args(["show"])
+        .arg(env.images().join("pstree.img"))
+        .output();
+    if let Ok(o) = tree {
+        // CRIU's convention: pids as seen in the tree's pid namespace.
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("\"pid\": 1,"),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    env.restore(pid, &[]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.ends_with(&format!("{pid}\t1"))),
+        "restored process is not pid 1 of a new namespace: {status}"
+    );
+    // Every task has its pids back, inside and outside.
+    assert_eq!(nspids(pid), before);
+    env.verify(pid);
+}
+
+/// Restored with `cryo restore` staying the parent (it waits and reports the status).
+#[test]
+fn pid_namespace_tree_attached_restore() {
+    let env = Env::new("pidns-att");
+    let (unshare, pid) = start_pidns(&env);
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init: pid,
+    };
+    dump_unshared(&env, unshare, pid);
+    let pidfile = env.path("restored.pid");
+    let mut restorer = Command::new(cryo())
+        .args([
+            "restore",
+            "-D",
+            env.images().to_str().unwrap(),
+            "--pidfile",
+            pidfile.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !pidfile.exists() {
+        if let Ok(Some(st)) = restorer.try_wait() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut restorer.stderr.take().unwrap(), &mut err);
+            panic!("restore failed ({st}): {err}");
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "restore did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let st = restorer.wait().unwrap();
+    let out = std::fs::read_to_string(env.path("out")).unwrap_or_default();
+    let stderr = std::fs::read_to_string(env.path("stderr")).unwrap_or_default();
+    assert_eq!(out.trim(), "PASS", "verdict {out:?}; stderr: {stderr}");
+    assert_eq!(st.code(), Some(0));
+}
+
+/// Own uts and ipc namespaces, no pid namespace: hostname, domain name and msgmax come
+/// back in new namespaces; crit decodes CRIU's namespace images.
+#[test]
+fn uts_and_ipc_namespaces_round_trip() {
+    let env = Env::new("utsipc");
+    let (_, pid) = start_unshared(
+        &env,
+        &["--uts", "--ipc"],
+        &["--own-uts", "1", "--own-ipc", "1"],
+    );
+    let _cleanup = Cleanup {
+        parent: pid,
+        init: pid,
+    };
+    env.dump(pid, &[]);
+    let imgs: Vec<String> = std::fs::read_dir(env.images())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for prefix in ["utsns-", "ipcns-var-"] {
+        let name = imgs
+            .iter()
+            .find(|n| n.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}*.img in {imgs:?}"));
+        if let Ok(o) = Command::new("crit")
+            .args(["decode", "-i"])
+            .arg(env.images().join(name))
+            .output()
+        {
+            assert!(o.status.success(), "crit cannot decode {name}");
+            eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+            let json = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                json.contains("cryo-pidns") || json.contains("12345"),
+                "{json}"
+            );
+        }
+    }
+    env.restore(pid, &[]);
+    env.verify(pid);
+}
+
+/// A tree in a new net namespace is refused at dump time, naming the task and "net",
+/// and keeps running untouched.
+#[test]
+fn net_namespace_is_refused() {
+    let env = Env::new("netns");
+    let (_, pid) = start_unshared(&env, &["--net"], &[]);
+    let _cleanup = Cleanup {
+        parent: pid,
+        init: pid,
+    };
+    let err = env.dump_fails(pid, &[]);
+    assert!(
+        err.contains(&format!("pid {pid}")) && err.contains("net namespace"),
+        "{err}"
+    );
+    assert!(!env.images().join("inventory.img").exists());
+    env.verify(pid);
+}
+
+/// A mount namespace with more than a proc on /proc is refused, naming "mnt".
+#[test]
+fn mount_namespace_with_other_mounts_is_refused() {
+    let env = Env::new("mntns");
+    let mnt = env.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let bin = workload_bin("pidns");
+    let script = format!(
+        "mount -t tmpfs cryo-test {} && exec {} --out {} --ready {}",
+        mnt.display(),
+        bin.display(),
+        env.path("out").display(),
+        env.path("ready").display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "sh", "-c", &script]);
+    let pid = env.spawn(cmd, true);
+    let _cleanup = Cleanup {
+        parent: pid,
+        init: pid,
+    };
+    wait_for(&env.path("ready"), Duration::from_secs(60));
+    let err = env.dump_fails(pid, &[]);
+    assert!(
+        err.contains(&format!("pid {pid}"))
+            && err.contains("mnt namespace")
+            && err.contains("tmpfs"),
+        "{err}"
+    );
+    env.verify(pid);
+}
+
+/// A restore into new namespaces that fails half-way leaves no task behind (every host
+/// pid is free again); a retry then works.
+#[test]
+fn pid_namespace_failed_restore_leaves_nothing() {
+    let env = Env::new("pidns-fault");
+    let (unshare, pid) = start_pidns(&env);
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init: pid,
+    };
+    let tasks = nspids(pid);
+    dump_unshared(&env, unshare, pid);
+    for point in ["restore-mid-mm", "restore-before-regs"] {
+        let out = Command::new(cryo())
+            .args(["restore", "-d", "-D", env.images().to_str().unwrap()])
+            .env("CRYO_FAULT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: restore succeeded");
+        for (t, _) in &tasks {
+            let t = Pid::from_raw(*t);
+            assert!(
+                state(t).is_none(),
+                "{point}: task {t} left in {:?}",
+                state(t)
+            );
+        }
+    }
+    env.restore(pid, &[]);
+    assert_eq!(nspids(pid), tasks);
+    env.verify(pid);
+}
+
+/// The root of a dump in a pid namespace must be that namespace's init.
+#[test]
+fn non_init_of_pid_namespace_is_refused() {
+    let env = Env::new("pidns-noinit");
+    let bin = workload_bin("pidns");
+    let script = format!(
+        "setsid {} --out {} --ready {}; true",
+        bin.display(),
+        env.path("out").display(),
+        env.path("ready").display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--fork",
+        "--kill-child",
+        "--pid",
+        "--mount-proc",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let unshare = env.spawn(cmd, true);
+    wait_for(&env.path("ready"), Duration::from_secs(60));
+    // unshare → sh (pid 1 inside) → pidns (pid 2 inside).
+    let child = |p: i32| -> i32 {
+        std::fs::read_to_string(format!("/proc/{p}/task/{p}/children"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let init = Pid::from_raw(child(unshare.as_raw()));
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init,
+    };
+    let pid = Pid::from_raw(child(init.as_raw()));
+    let err = env.dump_fails(pid, &[]);
+    assert!(
+        err.contains(&format!("pid {pid}")) && err.contains("not its init"),
+        "{err}"
+    );
+    assert_eq!(tracer(pid), Some(0), "still traced");
+    // The workload ends on SIGTERM; sh, then unshare, follow.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    waitpid(unshare, None).unwrap();
+    let out = std::fs::read_to_string(env.path("out")).unwrap_or_default();
+    assert_eq!(out.trim(), "PASS");
+}
+
+/// The restored tree (in the namespaces cryo made) dumps and restores again.
+#[test]
+fn pid_namespace_tree_dumped_twice() {
+    let env = Env::new("pidns-twice");
+    let (unshare, pid) = start_pidns(&env);
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init: pid,
+    };
+    let tasks = nspids(pid);
+    dump_unshared(&env, unshare, pid);
+    env.restore(pid, &[]);
+    std::fs::remove_dir_all(env.images()).unwrap();
+    env.dump(pid, &[]);
+    env.restore(pid, &[]);
+    assert_eq!(nspids(pid), tasks);
+    env.verify(pid);
+}
