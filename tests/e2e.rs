@@ -54,8 +54,8 @@ fn counter_keeps_counting() {
 }
 
 #[test]
-fn blocked_in_nanosleep_and_pause() {
-    for mode in ["nanosleep", "pause"] {
+fn blocked_in_nanosleep_pause_poll_futex() {
+    for mode in ["nanosleep", "pause", "poll", "futex", "pipe"] {
         let env = Env::new(mode);
         let pid = env.start("sleeper", &["--mode", mode]);
         std::thread::sleep(Duration::from_millis(100));

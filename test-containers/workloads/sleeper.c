@@ -1,14 +1,16 @@
 /*
  * sleeper — a process blocked in a system call is restored blocked in it.
  *
- *   sleeper --out F --ready F --mode nanosleep|pipe|pause
+ *   sleeper --out F --ready F --mode nanosleep|pipe|pause|poll|futex
  *
  *   nanosleep  loops nanosleep(5 s), continuing with the remaining time after EINTR
  *   pipe       creates a pipe (both ends kept open) and blocks in read() on it
  *              (needs pipe support in the checkpointer)
  *   pause      blocks in pause()
+ *   poll       blocks in poll() (no timeout) on the read end of a pipe
+ *   futex      blocks in FUTEX_WAIT on a word that never changes
  * Every return of the call must be a legal one: nanosleep 0 (slept it all) or -1/EINTR,
- * read and pause -1/EINTR (read returning 0 or data is garbage). An EINTR without our
+ * read, pause, poll and futex -1/EINTR (read returning 0 or data is garbage). An EINTR without our
  * SIGTERM (e.g. a restorer turning an interrupted sleep into EINTR, as CRIU does for
  * ERESTART_RESTARTBLOCK) just restarts the call; it is counted and reported on stderr.
  * After SIGTERM (handler without SA_RESTART) the call that returned last must have
@@ -18,6 +20,9 @@
 #include "zdtm.h"
 
 #include <errno.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -27,17 +32,19 @@ int main(int argc, char **argv)
 {
     const char *mode = NULL;
     const struct zdtm_opt opts[] = {
-        { "mode", ZDTM_STR, &mode, "nanosleep|pipe|pause   which call to block in (required)" },
+        { "mode", ZDTM_STR, &mode, "nanosleep|pipe|pause|poll|futex   which call to block in (required)" },
         { 0 },
     };
     zdtm_init(argc, argv, opts, "blocked in nanosleep/read(pipe)/pause across C/R; SIGTERM must give EINTR");
-    int m = !mode ? -1 : !strcmp(mode, "nanosleep") ? 0 : !strcmp(mode, "pipe") ? 1 : !strcmp(mode, "pause") ? 2 : -1;
+    int m = !mode ? -1 : !strcmp(mode, "nanosleep") ? 0 : !strcmp(mode, "pipe") ? 1 : !strcmp(mode, "pause") ? 2
+        : !strcmp(mode, "poll") ? 3 : !strcmp(mode, "futex") ? 4 : -1;
     if (m < 0) {
-        fprintf(stderr, "%s: --mode must be nanosleep, pipe or pause\n", zdtm_prog);
+        fprintf(stderr, "%s: --mode must be nanosleep, pipe, pause, poll or futex\n", zdtm_prog);
         return 2;
     }
     int pfd[2] = { -1, -1 };
-    if (m == 1 && pipe(pfd))
+    static uint32_t word = 7;
+    if ((m == 1 || m == 3) && pipe(pfd))
         zdtm_die("pipe: %s", strerror(errno));
 
     int64_t t0 = zdtm_now_ns();
@@ -56,6 +63,11 @@ int main(int argc, char **argv)
         } else if (m == 1) {
             char c;
             ret = read(pfd[0], &c, 1);
+        } else if (m == 3) {
+            struct pollfd p = { .fd = pfd[0], .events = POLLIN };
+            ret = poll(&p, 1, -1);
+        } else if (m == 4) {
+            ret = syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 7, NULL, NULL, 0);
         } else {
             ret = pause();
         }
