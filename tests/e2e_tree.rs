@@ -194,3 +194,19 @@ fn failed_restore_of_zombies_and_orphans_leaves_nothing() {
         env.verify(pid);
     }
 }
+
+/// A process forking short-lived children all the time (some caught running, some as
+/// zombies): three checkpoints in a row, each consistent; every child's exit status is
+/// checked by the parent, which goes on forking.
+#[test]
+fn forking_all_the_time() {
+    let env = Env::new("forker");
+    let pid = env.start("forker", &[]);
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        env.dump(pid, &[]);
+        env.restore(pid, &[]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    env.verify(pid);
+}
