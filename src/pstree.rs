@@ -410,6 +410,9 @@ pub struct Runtime {
     comms: Vec<std::ffi::CString>,
     /// Per node: the `clone3` set_tid array (pid in the tree's pid namespace first).
     pub set_tids: Vec<Vec<i32>>,
+    /// Per node: an (inherited) fd on the terminal a session leader takes as its
+    /// controlling terminal, before it creates anyone (members inherit it at fork).
+    pub cttys: Vec<Option<RawFd>>,
 }
 
 impl Runtime {
@@ -438,11 +441,13 @@ impl Runtime {
             .collect();
         comms.resize(plan.nodes.len(), Default::default());
         let set_tids = plan.nodes.iter().map(|n| vec![n.pid]).collect();
+        let cttys = vec![None; plan.nodes.len()];
         Ok(Runtime {
             plan,
             pipes,
             comms,
             set_tids,
+            cttys,
         })
     }
 
@@ -483,6 +488,12 @@ impl Runtime {
         let n = &self.plan.nodes[idx];
         if n.setsid {
             nix::unistd::setsid().map_err(|e| ("setsid", e))?;
+        }
+        if let Some(fd) = self.cttys[idx] {
+            // SAFETY: the fd is one the restorer opened and this process inherited.
+            let tty = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            crate::sys::fd::ioctl_none(tty, libc::TIOCSCTTY)
+                .map_err(|e| ("ioctl(TIOCSCTTY)", e))?;
         }
         if n.subreaper {
             // Before any helper below us exits: orphans must come to us.

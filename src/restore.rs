@@ -298,6 +298,8 @@ struct ChildPlan {
     exe_idx: usize,
     /// Steps after the fds are in place (epoll registrations).
     late: Vec<files::Late>,
+    /// (fd on the slave, foreground group): this session leader's controlling terminal.
+    ctty: Option<(i32, i32)>,
 }
 
 /// Kills and reaps the half-restored process unless the restore completed.
@@ -410,6 +412,11 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         plans.push(plan);
     }
     plans[0].ns = Some(nsr.child.clone());
+    for (i, p) in plans.iter().enumerate() {
+        if let Some((fd, _)) = p.ctty {
+            rt.cttys[i] = p.moves.iter().find(|m| m.1 == fd).map(|m| m.0);
+        }
+    }
     plans[0].go = Some(go_r.as_raw_fd());
     // Above every fd the new processes inherit (all of ours) and every target number.
     let ours = std::fs::read_dir("/proc/self/fd")
@@ -463,13 +470,19 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     drop(opener);
     wait_prepared(&rt, rep_r)?;
     // Children first: no process runs on before its children are complete.
+    // Every process is rebuilt before any runs (a session's foreground group, for one,
+    // is set by its leader after the members are rebuilt), then all are let go at once.
+    let mut threads = Vec::new();
     for (img, plan) in imgs.iter().zip(&plans).rev() {
         if img.is_zombie() {
             continue;
         }
         let p = Pid::from_raw(nsr.outer(img.pstree.pid));
         let root = p.as_raw() == pid;
-        rebuild(img, plan, p, !(root && opts.detach), &nsr)?;
+        threads.extend(rebuild(img, plan, p, !(root && opts.detach), &nsr)?);
+    }
+    for t in threads {
+        raw::detach(t, 0).map_err(Error::sys("PTRACE_DETACH", t.as_raw()))?;
     }
     guard.armed = false;
     log::info!(pid = pid; "restored");
@@ -569,6 +582,9 @@ fn prepare(
         moves.push((src, fi.fd as i32, fi.flags & libc::FD_CLOEXEC as u32 != 0));
     }
     let late = opener.late_steps(pid, &img.fdinfo)?;
+    let ctty = (img.pstree.sid == img.pstree.pid)
+        .then(|| opener.ctty_duty(img.pstree.pid, &img.fdinfo))
+        .flatten();
     let tc = img.core.tc.clone().unwrap_or_default();
     let mut avoid: Vec<(u64, u64)> = img.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     avoid.extend_from_slice(own);
@@ -602,6 +618,7 @@ fn prepare(
         shm_idx,
         exe_idx,
         late,
+        ctty,
     })
 }
 
@@ -792,7 +809,8 @@ fn set_cloexec(fd: RawFd) -> nix::Result<()> {
     nix::errno::Errno::result(sysproc::set_cloexec(fd)).map(drop)
 }
 
-/// Rebuilds the stopped child into the dumped process and lets it run. `child` is its
+/// Rebuilds the stopped child into the dumped process; returns its threads, still
+/// stopped, for the caller to let go. `child` is its
 /// pid in our namespace; what runs inside it uses the pids of the tree's (`img`).
 fn rebuild(
     img: &Images,
@@ -800,7 +818,7 @@ fn rebuild(
     child: Pid,
     rearm_pdeath: bool,
     nsr: &RestoreNs,
-) -> Result<()> {
+) -> Result<Vec<Pid>> {
     let (pages_idx, map_idx, exe_idx) = (plan.pages_idx, &plan.map_idx, plan.exe_idx);
     let pid = child.as_raw();
     let vpid = img.pstree.pid as i32;
@@ -1109,6 +1127,16 @@ fn rebuild(
     // Service fds and the scratch page go; rseq is registered last so the kernel checks
     // any critical section against the final instruction pointer.
     let leader = &injs[0].1;
+    // Every process of the session exists now: the terminal's foreground group (the
+    // leader took the terminal before creating its children).
+    if let Some((fd, pgrp)) = plan.ctty {
+        let at = leader.put(8192, &pgrp.to_ne_bytes())?;
+        leader.call(
+            "ioctl(TIOCSPGRP)",
+            libc::SYS_ioctl,
+            &[fd as u64, libc::TIOCSPGRP, at],
+        )?;
+    }
     if let Some(t) = &tc.timers {
         timers::restore(leader, t)?;
     }
@@ -1173,10 +1201,7 @@ fn rebuild(
             log::warn!(pid = pid, oom_score_adj = adj, err:% = e; "oom_score_adj not restored");
         }
     }
-    for (t, _) in &injs {
-        raw::detach(*t, 0).map_err(Error::sys("PTRACE_DETACH", t.as_raw()))?;
-    }
-    Ok(())
+    Ok(injs.into_iter().map(|(t, _)| t).collect())
 }
 
 fn mremap(inj: &Injector, from: u64, len: u64, to: u64) -> Result<()> {

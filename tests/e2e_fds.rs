@@ -114,3 +114,13 @@ fn file_locks_come_back() {
     let pid = env.start("locks", &["--tmpdir", env.dir.to_str().unwrap()]);
     env.cycle(pid);
 }
+
+/// A pty whose master and slave are in the tree, with a session on it: same index,
+/// termios and window size; the session leader has it as its controlling terminal again
+/// with the same foreground group.
+#[test]
+fn pty_inside_the_tree() {
+    let env = Env::new("pty");
+    let pid = env.start("pty", &[]);
+    env.cycle(pid);
+}

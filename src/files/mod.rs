@@ -30,6 +30,7 @@ pub mod pipe;
 pub mod reg;
 pub mod signalfd;
 pub mod timerfd;
+pub mod tty;
 pub mod unix;
 
 pub use reg::{is_tty_path, open_dir, open_for_map, shell_job_tty};
@@ -64,6 +65,7 @@ pub struct FileIds {
     pub unix: unix::DumpState,
     pub inet: inet::DumpState,
     pub locks: locks::DumpState,
+    pub ttys: tty::DumpState,
     pub opts: FdOpts,
 }
 
@@ -156,6 +158,7 @@ impl FileIds {
         self.unix.write(dir)?;
         self.inet.write(dir)?;
         self.locks.write(dir)?;
+        self.ttys.write(dir)?;
         Ok(())
     }
 }
@@ -224,6 +227,9 @@ fn dump_one(f: &Fd, ids: &mut FileIds) -> Result<u32> {
         "anon_inode:[eventpoll]" => return epoll::dump(f, ids),
         "anon_inode:inotify" => return inotify::dump(f, ids),
         _ => {}
+    }
+    if tty::is_master_path(t) {
+        return tty::dump_master(f, ids);
     }
     if t.starts_with("/memfd:") {
         return memfd::dump(f, ids);
@@ -374,6 +380,7 @@ pub struct Opener<'a> {
     pub unix: unix::Restorer,
     pub inet: inet::Restorer,
     locks: locks::Restorer,
+    pub ttys: tty::Restorer,
     /// Epoll files already given their registrations (by the first process holding them).
     epolls_done: std::collections::HashSet<u32>,
 }
@@ -397,6 +404,7 @@ impl<'a> Opener<'a> {
             unix: unix::Restorer::load(dir)?,
             inet: inet::Restorer::load(dir)?,
             locks: locks::Restorer::load(dir)?,
+            ttys: tty::Restorer::load(dir, files)?,
             epolls_done: Default::default(),
         })
     }
@@ -433,7 +441,11 @@ impl<'a> Opener<'a> {
         match FdTypes::try_from(fe.r#type).unwrap_or(FdTypes::Und) {
             FdTypes::Reg => {
                 let r = fe.reg.as_ref().ok_or_else(|| bad("reg"))?;
-                if self.shell_job && is_tty_path(&r.name) {
+                // A slave of a pty recreated here: its master first.
+                if let Some(&m) = tty::slave_index(&r.name).and_then(|i| self.ttys.masters.get(&i))
+                {
+                    self.open(m)?;
+                } else if self.shell_job && is_tty_path(&r.name) {
                     if let Some(t) = shell_job_tty() {
                         return Ok(t);
                     }
@@ -463,6 +475,9 @@ impl<'a> Opener<'a> {
             }
             FdTypes::Eventpoll => epoll::create(fe.epfd.as_ref().ok_or_else(|| bad("eventpoll"))?),
             FdTypes::Inotify => inotify::restore(fe.ify.as_ref().ok_or_else(|| bad("inotify"))?),
+            FdTypes::Tty => self
+                .ttys
+                .open_master(fe.tty.as_ref().ok_or_else(|| bad("tty"))?),
             FdTypes::Unixsk => unix::restore(self, fe),
             FdTypes::Inetsk => inet::restore(self, fe),
             other => Err(Error::Restore {
@@ -470,6 +485,20 @@ impl<'a> Opener<'a> {
                 msg: format!("file {}: kind {other:?} is not supported", fe.id),
             }),
         }
+    }
+
+    /// The controlling terminal process `pid` must take again, if it leads a session
+    /// that had one of the ptys recreated here: (its fd on the slave, foreground group).
+    pub fn ctty_duty(&self, pid: u32, fdinfo: &[FdinfoEntry]) -> Option<(i32, i32)> {
+        let (index, pgrp) = self.ttys.ctty_of(pid)?;
+        let want = format!("/dev/pts/{index}");
+        let fd = fdinfo.iter().find(|fi| {
+            self.by_id
+                .get(&fi.id)
+                .and_then(|e| e.reg.as_ref())
+                .is_some_and(|r| r.name == want)
+        })?;
+        Some((fd.fd as i32, pgrp as i32))
     }
 
     /// The steps process `pid` must run once its fds are at their numbers: registrations

@@ -280,11 +280,13 @@ pub fn open_reg(f: &FileEntry) -> Result<OwnedFd> {
     o.read(acc == libc::O_RDONLY as u32 || acc == libc::O_RDWR as u32)
         .write(acc == libc::O_WRONLY as u32 || acc == libc::O_RDWR as u32)
         .custom_flags(
+            // O_NOCTTY: a terminal opened here must not become the restorer's.
             (r.flags
                 & !(libc::O_ACCMODE as u32
                     | libc::O_CREAT as u32
                     | libc::O_TRUNC as u32
-                    | libc::O_EXCL as u32)) as i32,
+                    | libc::O_EXCL as u32)) as i32
+                | libc::O_NOCTTY,
         );
     let file = o.open(&r.name).map_err(Error::io("open", &r.name))?;
     if r.pos != 0 {

@@ -185,3 +185,44 @@ pub fn set_lock(fd: RawFd, cmd: i32, typ: i32, start: i64, len: i64) -> Result<(
     // SAFETY: `fl` is a live struct flock for the duration of the call.
     check(unsafe { libc::fcntl(fd, cmd, &fl as *const libc::flock) } as libc::c_long).map(drop)
 }
+
+/// An ioctl that reads or writes one int through a pointer (TIOCGPTN, TIOCSPTLCK,
+/// TIOCGPKT, TIOCPKT, TIOCGEXCL, TIOCGSID, TIOCGPGRP, TIOCSPGRP…).
+pub fn ioctl_int(fd: BorrowedFd, req: libc::Ioctl, val: i32) -> Result<i32, Errno> {
+    let mut v: libc::c_int = val;
+    // SAFETY: the requests used read or write exactly one int at the pointer.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut v as *mut libc::c_int) };
+    check(r as libc::c_long).map(|_| v)
+}
+
+/// `ioctl(fd, req, 0)` for requests that take no pointer (TIOCEXCL, TIOCSCTTY).
+pub fn ioctl_none(fd: BorrowedFd, req: libc::Ioctl) -> Result<(), Errno> {
+    // SAFETY: these requests take an integer argument, not a pointer.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, 0) };
+    check(r as libc::c_long).map(drop)
+}
+
+/// `TIOCGWINSZ` / `TIOCSWINSZ`.
+pub fn get_winsize(fd: BorrowedFd) -> Result<libc::winsize, Errno> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one struct winsize to the pointer.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCGWINSZ,
+            &mut ws as *mut libc::winsize,
+        )
+    };
+    check(r as libc::c_long).map(|_| ws)
+}
+
+pub fn set_winsize(fd: BorrowedFd, ws: &libc::winsize) -> Result<(), Errno> {
+    // SAFETY: TIOCSWINSZ reads one struct winsize from the pointer.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, ws as *const libc::winsize) };
+    check(r as libc::c_long).map(drop)
+}

@@ -272,7 +272,9 @@ impl Drop for Env {
                 "stopped or traced processes left behind: {leaks:?}"
             );
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("CRYO_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
