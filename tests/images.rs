@@ -269,3 +269,42 @@ fn already_traced_process() {
     nix::sys::ptrace::detach(pid, None).unwrap();
     env.verify(pid);
 }
+
+/// crit decodes every image the fd kinds add (pipe and FIFO data, deleted files, memfd,
+/// file locks, pty info, epoll/inotify/timerfd entries in files.img), all 0600, and the
+/// images restore.
+#[test]
+fn crit_decodes_fd_kind_images() {
+    for (name, args) in [("fdkinds", true), ("locks", true), ("pty", false)] {
+        let env = Env::new(name);
+        let dir = env.dir.to_str().unwrap().to_string();
+        let extra: Vec<&str> = if args { vec!["--tmpdir", &dir] } else { vec![] };
+        let pid = env.start(name, &extra);
+        env.dump(pid, &[]);
+        let files = image_files(&env.images());
+        for f in &files {
+            let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());
+        }
+        if Path::new("/usr/bin/crit").exists() {
+            for f in &files {
+                let n = f.file_name().unwrap().to_string_lossy().into_owned();
+                if n.starts_with("pages-") || n.starts_with("cryo-") {
+                    continue;
+                }
+                let out = std::process::Command::new("crit")
+                    .args(["decode", "-i"])
+                    .arg(f)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "crit cannot decode {name}/{n}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        env.restore(pid, &[]);
+        env.verify(pid);
+    }
+}

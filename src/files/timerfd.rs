@@ -1,5 +1,9 @@
 //! timerfd: clock, remaining time and interval, absolute/cancel-on-set flags, and the
 //! expirations counted but not yet read (`ticks`, put back with TFD_IOC_SET_TICKS).
+//! `vsec`/`vnsec` hold the time left for a relative timer (the time between dump and
+//! restore does not count, as in CRIU) and the absolute expiry for a
+//! TFD_TIMER_ABSTIME one (CRIU stores the time left there too, shifting the expiry by
+//! the downtime).
 
 use super::{Fd, FileIds};
 use crate::error::{Error, Result};
@@ -31,7 +35,16 @@ pub fn dump(f: &Fd, ids: &mut FileIds) -> Result<u32> {
         .info("settime flags")
         .and_then(|v| u32::from_str_radix(v, 8).ok())
         .ok_or_else(bad)?;
-    let (vsec, vnsec) = f.info("it_value").and_then(pair).ok_or_else(bad)?;
+    let (mut vsec, mut vnsec) = f.info("it_value").and_then(pair).ok_or_else(bad)?;
+    // An absolute timer keeps its absolute expiry: stored as now + left on its clock
+    // (a relative one keeps the time left, the downtime not counting).
+    if settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0 && (vsec, vnsec) != (0, 0) {
+        let now = nix::time::clock_gettime(nix::time::ClockId::from_raw(clockid as i32))
+            .map_err(Error::sys("clock_gettime", f.pid))?;
+        let ns = now.tv_nsec() as u64 + vnsec;
+        vsec += now.tv_sec() as u64 + ns / 1_000_000_000;
+        vnsec = ns % 1_000_000_000;
+    }
     let (isec, insec) = f.info("it_interval").and_then(pair).ok_or_else(bad)?;
     Ok(ids.add(FileEntry {
         r#type: FdTypes::Timerfd as i32,
@@ -57,19 +70,15 @@ pub fn restore(e: &TimerfdEntry) -> Result<OwnedFd> {
         sysfd::timerfd_create(e.clockid as i32, flags).map_err(Error::sys("timerfd_create", 0))?;
     let armed = e.vsec != 0 || e.vnsec != 0;
     if armed {
-        // fdinfo gives the time left; an absolute timer is re-armed at now + left on its
-        // clock, keeping TFD_TIMER_ABSTIME (and CANCEL_ON_SET, which needs it).
         let abs = e.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0;
-        let mut v = (e.vsec as i64, e.vnsec as i64);
-        if abs {
-            let now = nix::time::clock_gettime(nix::time::ClockId::from_raw(e.clockid as i32))
-                .map_err(Error::sys("clock_gettime", 0))?;
-            let ns = now.tv_nsec() + v.1;
-            v = (now.tv_sec() + v.0 + ns / 1_000_000_000, ns % 1_000_000_000);
-        }
         let sflags = if abs { e.settime_flags as i32 } else { 0 };
-        sysfd::timerfd_settime(fd.as_fd(), sflags, v, (e.isec as i64, e.insec as i64))
-            .map_err(Error::sys("timerfd_settime", 0))?;
+        sysfd::timerfd_settime(
+            fd.as_fd(),
+            sflags,
+            (e.vsec as i64, e.vnsec as i64),
+            (e.isec as i64, e.insec as i64),
+        )
+        .map_err(Error::sys("timerfd_settime", 0))?;
     }
     if e.ticks > 0 {
         sysfd::timerfd_set_ticks(fd.as_fd(), e.ticks)
