@@ -146,6 +146,12 @@ impl FileIds {
         self.files.iter().find(|f| f.id == id)
     }
 
+    /// Checks that need the whole tree (peers of sockets), once every fd was seen;
+    /// what cannot be dumped is added to `blockers`.
+    pub fn finish(&mut self, blockers: &mut Vec<String>) {
+        unix::finish(self, blockers);
+    }
+
     /// Writes the data images the fd kinds collected (files.img is written by the caller).
     pub fn write_data(&self, dir: &ImageDir) -> Result<()> {
         self.pipes.write(dir)?;
