@@ -131,3 +131,41 @@ fn unix_external_peer_with_flag() {
     conn.write_all(b"pong\n").unwrap();
     wait_pass(&env, pid);
 }
+
+/// A restore that fails leaves no socket file behind (neither when a later step fails
+/// nor when a socket cannot be bound), never removes a file that is not a socket, and
+/// a later restore works.
+#[test]
+fn unix_failed_restore_leaves_no_socket_files() {
+    let env = Env::new("unixsk-fail");
+    let pid = env.start("unixsk", &["--tmpdir", env.dir.to_str().unwrap()]);
+    env.dump(pid, &[]);
+    let listen = env.path("listen.sock");
+    let sender = env.path("sender.sock");
+    let restore = |fault: &str| {
+        std::process::Command::new(cryo())
+            .args(["restore", "-d", "-D", env.images().to_str().unwrap()])
+            .env("CRYO_FAULT", fault)
+            .output()
+            .unwrap()
+    };
+    for point in ["restore-mid-mm", "restore-before-regs"] {
+        let out = restore(point);
+        assert!(!out.status.success(), "{point}: restore succeeded");
+        assert!(state(pid).is_none(), "{point}: pid {pid} left behind");
+        assert!(!listen.exists(), "{point}: {} left behind", listen.display());
+        assert!(!sender.exists(), "{point}: {} left behind", sender.display());
+    }
+    // A regular file where a socket must be bound: a clear error, and nothing else.
+    std::fs::write(&sender, b"not a socket").unwrap();
+    let out = restore("");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "restore over a regular file succeeded");
+    assert!(err.contains("sender.sock exists and is not a socket"), "{err}");
+    assert!(state(pid).is_none(), "pid {pid} left behind");
+    assert!(!listen.exists(), "{} left behind", listen.display());
+    assert_eq!(std::fs::read(&sender).unwrap(), b"not a socket");
+    std::fs::remove_file(&sender).unwrap();
+    env.restore(pid, &[]);
+    env.verify(pid);
+}
