@@ -64,7 +64,11 @@ fn wait_pass(env: &Env, pid: nix::unistd::Pid) {
     let st = nix::sys::wait::waitpid(pid, None).expect("wait for workload");
     let out = std::fs::read_to_string(env.path("out")).unwrap_or_default();
     let stderr = std::fs::read_to_string(env.path("stderr")).unwrap_or_default();
-    assert_eq!(out.trim(), "PASS", "verdict {out:?} ({st:?}); stderr: {stderr}");
+    assert_eq!(
+        out.trim(),
+        "PASS",
+        "verdict {out:?} ({st:?}); stderr: {stderr}"
+    );
 }
 
 /// A workload connected to a listener held by this test (outside the dumped tree).
@@ -100,12 +104,25 @@ fn unix_external_peer_is_refused() {
     wait_pass(&env, pid);
 }
 
-/// With --ext-unix-sk the socket is kept and reconnects by name on restore; the peer
-/// (this test) accepts the new connection and they talk.
+/// With --ext-unix-sk the sockets are kept and reconnect by name on restore: a stream
+/// socket to a listener and a datagram socket to a bound socket, both held by this test,
+/// which accepts the new connection and talks over both.
 #[test]
 fn unix_external_peer_with_flag() {
     let env = Env::new("unixsk-ext");
-    let (pid, l, _sock) = start_ext(&env);
+    let dg_path = env.path("extdg.sock");
+    let dg = std::os::unix::net::UnixDatagram::bind(&dg_path).unwrap();
+    let sock = env.path("ext.sock");
+    let l = UnixListener::bind(&sock).unwrap();
+    let pid = env.start(
+        "unixsk",
+        &[
+            "--ext",
+            sock.to_str().unwrap(),
+            "--extdg",
+            dg_path.to_str().unwrap(),
+        ],
+    );
     let (old, _) = l.accept().unwrap();
     env.dump(pid, &["--ext-unix-sk"]);
     drop(old);
@@ -129,6 +146,10 @@ fn unix_external_peer_with_flag() {
     conn.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"ping\n");
     conn.write_all(b"pong\n").unwrap();
+    dg.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut d = [0u8; 16];
+    let n = dg.recv(&mut d).unwrap();
+    assert_eq!(&d[..n], b"dgping");
     wait_pass(&env, pid);
 }
 
@@ -153,15 +174,29 @@ fn unix_failed_restore_leaves_no_socket_files() {
         let out = restore(point);
         assert!(!out.status.success(), "{point}: restore succeeded");
         assert!(state(pid).is_none(), "{point}: pid {pid} left behind");
-        assert!(!listen.exists(), "{point}: {} left behind", listen.display());
-        assert!(!sender.exists(), "{point}: {} left behind", sender.display());
+        assert!(
+            !listen.exists(),
+            "{point}: {} left behind",
+            listen.display()
+        );
+        assert!(
+            !sender.exists(),
+            "{point}: {} left behind",
+            sender.display()
+        );
     }
     // A regular file where a socket must be bound: a clear error, and nothing else.
     std::fs::write(&sender, b"not a socket").unwrap();
     let out = restore("");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "restore over a regular file succeeded");
-    assert!(err.contains("sender.sock exists and is not a socket"), "{err}");
+    assert!(
+        !out.status.success(),
+        "restore over a regular file succeeded"
+    );
+    assert!(
+        err.contains("sender.sock exists and is not a socket"),
+        "{err}"
+    );
     assert!(state(pid).is_none(), "pid {pid} left behind");
     assert!(!listen.exists(), "{} left behind", listen.display());
     assert_eq!(std::fs::read(&sender).unwrap(), b"not a socket");

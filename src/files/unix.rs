@@ -260,14 +260,22 @@ impl DumpState {
                                 s.at, show(l)
                             ));
                         } else if diag.get(&l).is_none_or(|ld| ld.name.is_empty()) {
-                            blockers.push(format!("{}: the listener it connects to has no name to reconnect to", s.at));
+                            blockers.push(format!(
+                                "{}: the listener it connects to has no name to reconnect to",
+                                s.at
+                            ));
                         } else {
                             add_extern(ids, l, 0, 0);
                         }
                     }
                 }
                 if let Some((l, pos)) = usk_peer {
-                    if let Some(u) = ids.files.iter_mut().find(|f| f.id == s.id).and_then(|f| f.usk.as_mut()) {
+                    if let Some(u) = ids
+                        .files
+                        .iter_mut()
+                        .find(|f| f.id == s.id)
+                        .and_then(|f| f.usk.as_mut())
+                    {
                         u.peer = l;
                         u.backlog = pos;
                     }
@@ -276,10 +284,7 @@ impl DumpState {
             }
             if self.by_ino.contains_key(&d.peer) {
                 let pd = &diag[&d.peer];
-                if d.ty == libc::SOCK_DGRAM as u32
-                    && pd.name.is_empty()
-                    && pd.peer != s.ino
-                {
+                if d.ty == libc::SOCK_DGRAM as u32 && pd.name.is_empty() && pd.peer != s.ino {
                     blockers.push(format!(
                         "{}: datagram socket connected to the unnamed {} which is not connected back; cryo cannot reconnect it",
                         s.at, show(d.peer)
@@ -295,7 +300,10 @@ impl DumpState {
                 ));
                 continue;
             }
-            let pname = diag.get(&d.peer).map(|p| p.name.clone()).unwrap_or_default();
+            let pname = diag
+                .get(&d.peer)
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
             if pname.is_empty() {
                 blockers.push(format!(
                     "{}: its peer {} is outside the dumped tree and has no name to reconnect to",
@@ -513,11 +521,7 @@ fn dump_queue(
         }
     }
     // Everything the kernel counts must have been read (out-of-band data is not).
-    let counted = if dgram {
-        first_len.unwrap_or(0)
-    } else {
-        off
-    };
+    let counted = if dgram { first_len.unwrap_or(0) } else { off };
     if counted != d.rq.0 as usize {
         return Err(f.unsupported(format!(
             "{} bytes are queued but only {counted} could be read without consuming them (out-of-band data?)",
@@ -675,10 +679,12 @@ pub fn restore(op: &mut Opener, fe: &FileEntry) -> Result<OwnedFd> {
         op.unix = r;
         res?;
     }
-    op.unix
-        .made
-        .remove(&e.ino)
-        .ok_or_else(|| rerr(format!("file {}: unix socket {} opened twice", fe.id, e.ino)))
+    op.unix.made.remove(&e.ino).ok_or_else(|| {
+        rerr(format!(
+            "file {}: unix socket {} opened twice",
+            fe.id, e.ino
+        ))
+    })
 }
 
 /// What `build` works with.
@@ -874,13 +880,16 @@ fn build(r: &mut Restorer, op: &mut Opener) -> Result<()> {
     // 2. Everything else is a fresh socket; names are bound, listeners listen.
     for &ino in &plan.order {
         let e = plan.socks[&ino];
-        if !r.made.contains_key(&ino) {
-            let fd = net::socket(libc::AF_UNIX, ty_of(e) | libc::SOCK_NONBLOCK)
-                .map_err(sys("socket", e))?;
-            r.made.insert(ino, fd);
+        if let std::collections::hash_map::Entry::Vacant(v) = r.made.entry(ino) {
+            v.insert(
+                net::socket(libc::AF_UNIX, ty_of(e) | libc::SOCK_NONBLOCK)
+                    .map_err(sys("socket", e))?,
+            );
         }
         if !named_done.contains(&ino) && !e.name.is_empty() {
-            let fd = r.made[&ino].try_clone().map_err(Error::io("dup", "socket"))?;
+            let fd = r.made[&ino]
+                .try_clone()
+                .map_err(Error::io("dup", "socket"))?;
             r.bind(fd.as_fd(), e, &e.name)?;
         }
         if e.state == TCP_LISTEN {
@@ -894,17 +903,18 @@ fn build(r: &mut Restorer, op: &mut Opener) -> Result<()> {
         let e = plan.socks[&ino];
         if stream(e) && e.state == TCP_ESTABLISHED && is_listener(e.peer, &plan) {
             pending.push((e.peer, e.backlog, ino, true));
-        } else if stream(e)
-            && e.state == TCP_ESTABLISHED
-            && plan.externs.contains_key(&e.peer)
-        {
+        } else if stream(e) && e.state == TCP_ESTABLISHED && plan.externs.contains_key(&e.peer) {
             let x = plan.externs[&e.peer];
             let fd = r.made[&ino].as_fd();
             net::unix_connect(fd, &x.name).map_err(sys("connect to the external peer", e))?;
         }
     }
     for x in plan.externs.values() {
-        if plan.socks.get(&x.peer).is_some_and(|l| l.state == TCP_LISTEN) {
+        if plan
+            .socks
+            .get(&x.peer)
+            .is_some_and(|l| l.state == TCP_LISTEN)
+        {
             pending.push((x.peer, x.backlog, x.ino, false));
         }
     }
@@ -968,7 +978,9 @@ fn build(r: &mut Restorer, op: &mut Opener) -> Result<()> {
                     .and_then(|p| r.made.get(&p.ino))
                     .or(spare.get(&ino))
                     .ok_or_else(|| {
-                        rerr(format!("unix socket {ino}: no peer to send its queued data from"))
+                        rerr(format!(
+                            "unix socket {ino}: no peer to send its queued data from"
+                        ))
                     })?;
                 (s.as_fd(), None)
             } else {
@@ -982,7 +994,11 @@ fn build(r: &mut Restorer, op: &mut Opener) -> Result<()> {
                 let pair = peer.filter(|p| p.peer == ino && p.name == from);
                 if let Some(p) = pair {
                     // Connected back to us (a socketpair when either is unnamed).
-                    let to = if e.name.is_empty() || p.name.is_empty() { None } else { to };
+                    let to = if e.name.is_empty() || p.name.is_empty() {
+                        None
+                    } else {
+                        to
+                    };
                     (r.made[&p.ino].as_fd(), to)
                 } else if e.name.is_empty() {
                     return Err(rerr(format!(
@@ -998,7 +1014,10 @@ fn build(r: &mut Restorer, op: &mut Opener) -> Result<()> {
                         );
                     }
                     let t = tmp_sender.as_ref().map(|t| t.as_fd());
-                    (t.ok_or_else(|| rerr("no sender".into()))?, Some(&e.name[..]))
+                    (
+                        t.ok_or_else(|| rerr("no sender".into()))?,
+                        Some(&e.name[..]),
+                    )
                 }
             };
             let mut sent = 0;

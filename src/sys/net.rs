@@ -125,14 +125,9 @@ pub fn socket(domain: i32, ty: i32) -> Result<OwnedFd, Errno> {
 pub fn socketpair(ty: i32) -> Result<(OwnedFd, OwnedFd), Errno> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` is a live array of two ints the kernel fills.
-    check(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            ty | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    } as libc::c_long)?;
+    let r =
+        unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    check(r as libc::c_long)?;
     // SAFETY: both fds were just returned to us and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
@@ -140,26 +135,14 @@ pub fn socketpair(ty: i32) -> Result<(OwnedFd, OwnedFd), Errno> {
 pub fn unix_bind(fd: BorrowedFd, name: &[u8]) -> Result<(), Errno> {
     let (a, len) = unix_addr(name)?;
     // SAFETY: `a` is a live sockaddr_un of at least `len` bytes.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&a as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    };
+    let r = unsafe { libc::bind(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) };
     check(r as libc::c_long).map(drop)
 }
 
 pub fn unix_connect(fd: BorrowedFd, name: &[u8]) -> Result<(), Errno> {
     let (a, len) = unix_addr(name)?;
     // SAFETY: `a` is a live sockaddr_un of at least `len` bytes.
-    let r = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&a as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    };
+    let r = unsafe { libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) };
     check(r as libc::c_long).map(drop)
 }
 

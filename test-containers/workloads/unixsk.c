@@ -11,7 +11,8 @@
  *    after writing, a datagram socket bound to a path that was then unlinked,
  *    SO_PASSCRED.
  * --ext PATH instead: only a stream socket connected to a listener at PATH held by
- * someone else; on SIGTERM it writes "ping\n" and expects "pong\n" back.
+ * someone else; on SIGTERM it writes "ping\n" and expects "pong\n" back (with
+ * --extdg PATH2, first sends "dgping" on a dgram socket connected to PATH2).
  */
 #include "zdtm.h"
 
@@ -28,7 +29,7 @@
 #include <unistd.h>
 
 static const char *tmpdir = "/tmp";
-static const char *ext_path;
+static const char *ext_path, *extdg_path;
 static volatile sig_atomic_t child_go;
 
 static void on_usr1(int s)
@@ -161,9 +162,17 @@ static int ext_mode(void)
     struct sockaddr_un a;
     socklen_t l = mkaddr(&a, ext_path, 0);
     must(s >= 0 && connect(s, (void *)&a, l) == 0, "connect to the external listener");
+    int d = -1;
+    if (extdg_path) {
+        d = socket(AF_UNIX, SOCK_DGRAM, 0);
+        l = mkaddr(&a, extdg_path, 0);
+        must(d >= 0 && connect(d, (void *)&a, l) == 0, "connect to the external dgram socket");
+    }
     zdtm_ready();
     while (!zdtm_stop)
         zdtm_tick();
+    if (d >= 0 && send(d, "dgping", 6, MSG_DONTWAIT) != 6)
+        zdtm_fail("send to the external dgram peer: %s", strerror(errno));
     xsend(s, "ping\n");
     expect_stream(s, "pong\n", "external peer reply");
     expect_name(s, 1, ext_path, 0, "external peer name");
@@ -175,6 +184,7 @@ int main(int argc, char **argv)
     static const struct zdtm_opt opts[] = {
         {"tmpdir", ZDTM_STR, &tmpdir, "DIR  where socket files and the passed file go"},
         {"ext", ZDTM_STR, &ext_path, "PATH  only connect to an external listener at PATH"},
+        {"extdg", ZDTM_STR, &extdg_path, "PATH  with --ext: also a dgram socket connected to PATH"},
         {0},
     };
     zdtm_init(argc, argv, opts, "unix sockets of every kind, with data in flight");
