@@ -1,6 +1,7 @@
 //! File descriptors. One submodule per fd kind, each with its dump and restore halves:
 //! `reg` (regular files, directories, devices, deleted files), `pipe` (pipes and
-//! FIFOs), `eventfd`, `signalfd`, `timerfd`, `memfd`, `epoll`, `inotify`.
+//! FIFOs), `eventfd`, `signalfd`, `timerfd`, `memfd`, `epoll`, `inotify`, `unix` (unix
+//! sockets; whole-tree peer checks in `FileIds::finish`).
 //!
 //! Dump: every fd of the tree is classified by its `/proc/PID/fd/N` link; fds sharing
 //! one open file description (dup, fork) are found with `kcmp` and share one file id.
