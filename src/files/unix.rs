@@ -71,49 +71,56 @@ fn diag_all() -> std::result::Result<HashMap<u32, Diag>, nix::errno::Errno> {
     req.extend_from_slice(&[0xff; 8]); // cookie: none
     let mut out = HashMap::new();
     for m in net::sock_diag_dump(&req)? {
-        if m.len() < 16 {
-            continue;
+        if let Some((ino, d)) = parse_diag(&m) {
+            out.insert(ino, d);
         }
-        let u32_at = |b: &[u8], o: usize| -> u32 {
-            b.get(o..o + 4)
-                .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or_default()))
-                .unwrap_or(0)
-        };
-        let mut d = Diag {
-            ty: m[1] as u32,
-            state: m[2] as u32,
-            ..Default::default()
-        };
-        let ino = u32_at(&m, 4);
-        let mut off = 16;
-        while off + 4 <= m.len() {
-            let len = u16::from_ne_bytes([m[off], m[off + 1]]) as usize;
-            let ty = u16::from_ne_bytes([m[off + 2], m[off + 3]]);
-            if len < 4 || off + len > m.len() {
-                break;
-            }
-            let v = &m[off + 4..off + len];
-            match ty {
-                0 => {
-                    d.name = v.to_vec();
-                    if d.name.first() != Some(&0) {
-                        while d.name.last() == Some(&0) {
-                            d.name.pop();
-                        }
-                    }
-                }
-                1 => d.vfs_ino = Some(u32_at(v, 0)),
-                2 => d.peer = u32_at(v, 0),
-                3 => d.icons = v.chunks_exact(4).map(|c| u32_at(c, 0)).collect(),
-                4 => d.rq = (u32_at(v, 0), u32_at(v, 4)),
-                6 => d.shutdown = v.first().copied().unwrap_or(0) as u32,
-                _ => {}
-            }
-            off += (len + 3) & !3;
-        }
-        out.insert(ino, d);
     }
     Ok(out)
+}
+
+/// One `unix_diag_msg` with its attributes; None if it is too short to be one.
+fn parse_diag(m: &[u8]) -> Option<(u32, Diag)> {
+    if m.len() < 16 {
+        return None;
+    }
+    let u32_at = |b: &[u8], o: usize| -> u32 {
+        b.get(o..o + 4)
+            .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or_default()))
+            .unwrap_or(0)
+    };
+    let mut d = Diag {
+        ty: m[1] as u32,
+        state: m[2] as u32,
+        ..Default::default()
+    };
+    let ino = u32_at(m, 4);
+    let mut off = 16;
+    while off + 4 <= m.len() {
+        let len = u16::from_ne_bytes([m[off], m[off + 1]]) as usize;
+        let ty = u16::from_ne_bytes([m[off + 2], m[off + 3]]);
+        if len < 4 || off + len > m.len() {
+            break;
+        }
+        let v = &m[off + 4..off + len];
+        match ty {
+            0 => {
+                d.name = v.to_vec();
+                if d.name.first() != Some(&0) {
+                    while d.name.last() == Some(&0) {
+                        d.name.pop();
+                    }
+                }
+            }
+            1 => d.vfs_ino = Some(u32_at(v, 0)),
+            2 => d.peer = u32_at(v, 0),
+            3 => d.icons = v.chunks_exact(4).map(|c| u32_at(c, 0)).collect(),
+            4 => d.rq = (u32_at(v, 0), u32_at(v, 4)),
+            6 => d.shutdown = v.first().copied().unwrap_or(0) as u32,
+            _ => {}
+        }
+        off += (len + 3) & !3;
+    }
+    Some((ino, d))
 }
 
 /// A socket of the dump, for the whole-tree checks of `finish`.
@@ -1121,4 +1128,63 @@ fn set_opts(fd: BorrowedFd, e: &UnixSkEntry) -> Result<()> {
             .map_err(sys("setsockopt(SO_RCVTIMEO)", e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
+        let mut a = ((4 + v.len()) as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&ty.to_ne_bytes());
+        a.extend_from_slice(v);
+        while !a.len().is_multiple_of(4) {
+            a.push(0);
+        }
+        a
+    }
+
+    #[test]
+    fn parses_a_listener_with_pending_clients() {
+        let mut m = vec![libc::AF_UNIX as u8, 1, 10, 0];
+        m.extend_from_slice(&77u32.to_ne_bytes());
+        m.extend_from_slice(&[0; 8]);
+        m.extend(attr(0, b"/tmp/l.sock\0"));
+        m.extend(attr(1, &[5, 0, 0, 0, 9, 0, 0, 0]));
+        m.extend(attr(2, &0u32.to_ne_bytes()));
+        m.extend(attr(3, &[10, 0, 0, 0, 11, 0, 0, 0]));
+        m.extend(attr(4, &[2, 0, 0, 0, 8, 0, 0, 0]));
+        m.extend(attr(6, &[3]));
+        let (ino, d) = parse_diag(&m).unwrap();
+        assert_eq!(ino, 77);
+        assert_eq!((d.ty, d.state), (1, TCP_LISTEN));
+        assert_eq!(d.name, b"/tmp/l.sock");
+        assert_eq!(d.vfs_ino, Some(5));
+        assert_eq!(d.icons, vec![10, 11]);
+        assert_eq!(d.rq, (2, 8));
+        assert_eq!(d.shutdown, 3);
+        assert_eq!(name_str(&d.name), "/tmp/l.sock");
+    }
+
+    #[test]
+    fn abstract_names_keep_their_bytes() {
+        let mut m = vec![libc::AF_UNIX as u8, 2, 7, 0, 1, 0, 0, 0];
+        m.extend_from_slice(&[0; 8]);
+        m.extend(attr(0, b"\0ab\0"));
+        let (_, d) = parse_diag(&m).unwrap();
+        assert_eq!(d.name, b"\0ab\0");
+        assert_eq!(name_str(&d.name), "@ab\u{0}");
+    }
+
+    #[test]
+    fn garbage_does_not_panic() {
+        assert!(parse_diag(&[1, 2, 3]).is_none());
+        let mut m = vec![0u8; 16];
+        m.extend_from_slice(&[0xff, 0xff, 0, 0, 1]);
+        assert!(parse_diag(&m).is_some());
+        for n in 0..40 {
+            let junk: Vec<u8> = (0..n).map(|i| (i * 37 + 5) as u8).collect();
+            let _ = parse_diag(&junk);
+        }
+    }
 }
