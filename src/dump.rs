@@ -257,6 +257,7 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
             &mut blockers,
         )?);
     }
+    ids.finish(&mut blockers);
     if !blockers.is_empty() {
         return Err(Error::Blocked { blockers });
     }

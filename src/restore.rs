@@ -466,6 +466,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     go_w.write_all(b"g")
         .map_err(Error::io("write", "restore sync pipe"))?;
     // Our copies of the fds are the new processes' business now.
+    let sk_files = opener.unix.take_created();
     drop(keep);
     drop(opener);
     wait_prepared(&rt, rep_r)?;
@@ -485,6 +486,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         raw::detach(t, 0).map_err(Error::sys("PTRACE_DETACH", t.as_raw()))?;
     }
     guard.armed = false;
+    sk_files.disarm();
     log::info!(pid = pid; "restored");
     if let Some(p) = &opts.pidfile {
         std::fs::write(p, format!("{pid}\n")).map_err(Error::io("write", p))?;

@@ -1,6 +1,7 @@
 //! File descriptors. One submodule per fd kind, each with its dump and restore halves:
 //! `reg` (regular files, directories, devices, deleted files), `pipe` (pipes and
-//! FIFOs), `eventfd`, `signalfd`, `timerfd`, `memfd`, `epoll`, `inotify`.
+//! FIFOs), `eventfd`, `signalfd`, `timerfd`, `memfd`, `epoll`, `inotify`, `unix` (unix
+//! sockets; whole-tree peer checks in `FileIds::finish`).
 //!
 //! Dump: every fd of the tree is classified by its `/proc/PID/fd/N` link; fds sharing
 //! one open file description (dup, fork) are found with `kcmp` and share one file id.
@@ -148,6 +149,12 @@ impl FileIds {
 
     pub fn get(&self, id: u32) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.id == id)
+    }
+
+    /// Checks that need the whole tree (peers of sockets), once every fd was seen;
+    /// what cannot be dumped is added to `blockers`.
+    pub fn finish(&mut self, blockers: &mut Vec<String>) {
+        unix::finish(self, blockers);
     }
 
     /// Writes the data images the fd kinds collected (files.img is written by the caller).
