@@ -123,10 +123,24 @@ pub fn dump(inj: &Injector, tids: &[i32]) -> Result<TaskTimersEntry> {
 
 pub fn restore(inj: &Injector, t: &TaskTimersEntry) -> Result<()> {
     for (which, e) in WHICH.iter().zip([&t.real, &t.virt, &t.prof]) {
-        if e.vsec == 0 && e.vusec == 0 {
-            continue; // disarmed (a fresh process has every timer off)
+        let (mut vsec, mut vusec) = (e.vsec, e.vusec);
+        if vsec == 0 && vusec == 0 {
+            if e.isec == 0 && e.iusec == 0 {
+                continue; // disarmed (a fresh process has every timer off)
+            }
+            // Expired with its signal still pending: the kernel re-arms ITIMER_REAL when
+            // that signal is taken, which it can only do for an armed timer. Arm it to
+            // fire at once; its signal merges with the pending one.
+            vusec = 1;
         }
-        let b: Vec<u8> = [e.isec, e.iusec, e.vsec, e.vusec]
+        if *which != libc::ITIMER_REAL as u64 {
+            // setitimer adds a tick to CPU-time timers: take it off, or each restore
+            // would push the expiry one tick later.
+            let tick = crate::sys::process::cpu_itimer_tick_us();
+            let us = (vsec * 1_000_000 + vusec).saturating_sub(tick).max(1);
+            (vsec, vusec) = (us / 1_000_000, us % 1_000_000);
+        }
+        let b: Vec<u8> = [e.isec, e.iusec, vsec, vusec]
             .iter()
             .flat_map(|v| v.to_ne_bytes())
             .collect();

@@ -347,3 +347,39 @@ pub fn set_domainname(name: &[u8]) -> Result<(), Errno> {
     )
     .map(drop)
 }
+
+/// The kernel's scheduler tick in µs, as CPU-time interval timers see it: `setitimer`
+/// on ITIMER_VIRTUAL/PROF adds one tick to the value it is given (kernel/time/itimer.c),
+/// so a restore subtracts it. Probed once: arm a 1 µs virtual timer, read it back
+/// (value + tick, minus a sliver of CPU time), disarm; rounded to the nearest HZ.
+pub fn cpu_itimer_tick_us() -> u64 {
+    static TICK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICK.get_or_init(|| {
+        let set = |us: i64| {
+            let v = libc::itimerval {
+                it_interval: libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 0,
+                },
+                it_value: libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: us,
+                },
+            };
+            // SAFETY: `v` is a live itimerval; the old value is not requested.
+            unsafe { libc::setitimer(libc::ITIMER_VIRTUAL, &v, std::ptr::null_mut()) };
+        };
+        set(1);
+        // SAFETY: an all-zero itimerval is valid; getitimer fills it.
+        let mut got: libc::itimerval = unsafe { std::mem::zeroed() };
+        // SAFETY: `got` is a live itimerval.
+        unsafe { libc::getitimer(libc::ITIMER_VIRTUAL, &mut got) };
+        set(0);
+        let us = (got.it_value.tv_sec * 1_000_000 + got.it_value.tv_usec) as u64;
+        // HZ = 1000, 300, 250 or 100.
+        [1000u64, 3333, 4000, 10000]
+            .into_iter()
+            .min_by_key(|t| t.abs_diff(us))
+            .unwrap_or(4000)
+    })
+}
