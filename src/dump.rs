@@ -434,7 +434,20 @@ fn collect(
                     } else {
                         libc::O_RDONLY
                     } as u32;
-                    e.shmid = ids.add_mapped(&f.path, flags) as u64;
+                    e.shmid = if f.memfd {
+                        match files::memfd::dump_mapping(
+                            pid, v.start, v.end, &f.path, f.writable, ids,
+                        ) {
+                            Ok(id) => id,
+                            Err(Error::Unsupported { what, why, .. }) => {
+                                blockers.push(format!("pid {pid} {what}: {why}"));
+                                0
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    } else {
+                        ids.add_mapped(&f.path, flags)
+                    } as u64;
                 }
                 vma_entries.push(e);
             }

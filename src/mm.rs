@@ -42,6 +42,8 @@ pub fn is_special(status: u32) -> bool {
 pub struct MappedFile {
     pub path: String,
     pub writable: bool,
+    /// A memfd ("/memfd:NAME (deleted)"): restored from its saved contents.
+    pub memfd: bool,
 }
 
 /// Classifies one VMA; `Err` names why cryo cannot restore it.
@@ -76,7 +78,8 @@ pub fn vma_entry(
         if v.has_flag("ht") {
             return Err(unsupported("hugetlbfs mappings are not supported yet"));
         }
-        if v.is_file() && !v.name.ends_with(" (deleted)") {
+        let memfd = v.name.starts_with("/memfd:") && v.name.ends_with(" (deleted)");
+        if (v.is_file() && !v.name.ends_with(" (deleted)")) || memfd {
             status |= if v.shared {
                 VMA_FILE_SHARED
             } else {
@@ -85,6 +88,7 @@ pub fn vma_entry(
             file = Some(MappedFile {
                 path: v.name.clone(),
                 writable: v.shared && v.has_flag("mw"),
+                memfd,
             });
         } else if v.name == "/dev/zero (deleted)" || (v.shared && v.name.starts_with("/SYSV")) {
             if v.name.starts_with("/SYSV") {
@@ -96,8 +100,6 @@ pub fn vma_entry(
             return Err(unsupported(
                 "the mapped file was deleted (not supported yet)",
             ));
-        } else if v.name.starts_with("/memfd:") {
-            return Err(unsupported("memfd mappings are not supported yet"));
         } else if v.inode != 0 || v.name.starts_with('/') {
             return Err(unsupported("unknown kind of file mapping"));
         } else {

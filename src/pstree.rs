@@ -490,10 +490,7 @@ impl Runtime {
             nix::unistd::setsid().map_err(|e| ("setsid", e))?;
         }
         if let Some(fd) = self.cttys[idx] {
-            // SAFETY: the fd is one the restorer opened and this process inherited.
-            let tty = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            crate::sys::fd::ioctl_none(tty, libc::TIOCSCTTY)
-                .map_err(|e| ("ioctl(TIOCSCTTY)", e))?;
+            crate::sys::fd::set_ctty(fd).map_err(|e| ("ioctl(TIOCSCTTY)", e))?;
         }
         if n.subreaper {
             // Before any helper below us exits: orphans must come to us.

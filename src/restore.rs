@@ -523,8 +523,6 @@ fn prepare(
             ..Default::default()
         });
     }
-    let entries = &*opener;
-    let file = |id: u32| -> Result<&FileEntry> { entries.entry(id) };
     let mut service: Vec<RawFd> = vec![report];
     let mut add_service = |fd: OwnedFd, keep: &mut Vec<OwnedFd>| -> usize {
         service.push(fd.as_raw_fd());
@@ -543,17 +541,25 @@ fn prepare(
         if v.status & (mm::VMA_FILE_PRIVATE | mm::VMA_FILE_SHARED) != 0
             && !map_idx.contains_key(&(v.shmid as u32))
         {
-            let r = file(v.shmid as u32)?
-                .reg
-                .as_ref()
-                .ok_or_else(|| invalid(dir, "files.img", "mapped file without path"))?;
-            let w = r.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32;
-            let idx = add_service(files::open_for_map(&r.name, w, r.size)?, keep);
+            let fe = opener.entry(v.shmid as u32)?;
+            let fd = if fe.memfd.is_some() {
+                // The recreated memfd, through a description of its own.
+                opener.open_dup(fe.id)?
+            } else {
+                let r = fe
+                    .reg
+                    .as_ref()
+                    .ok_or_else(|| invalid(dir, "files.img", "mapped file without path"))?;
+                let w = r.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32;
+                files::open_for_map(&r.name, w, r.size)?
+            };
+            let idx = add_service(fd, keep);
             map_idx.insert(v.shmid as u32, idx);
         }
     }
     let name = |id: u32| -> Result<String> {
-        file(id)?
+        opener
+            .entry(id)?
             .reg
             .as_ref()
             .map(|r| r.name.clone())

@@ -124,3 +124,12 @@ fn pty_inside_the_tree() {
     let pid = env.start("pty", &[]);
     env.cycle(pid);
 }
+
+/// memfds mapped without an fd left: shared across fork (one object after restore,
+/// writes seen both ways) and private (copy-on-write page kept, file bytes behind it).
+#[test]
+fn memfd_mappings() {
+    let env = Env::new("memfdmap");
+    let pid = env.start("memfdmap", &[]);
+    env.cycle(pid);
+}

@@ -2,7 +2,8 @@
 //! `memfd_inode_entry` each) may be open through several descriptions; its contents are
 //! stored like a deleted file's (`ghost-file`-format image `memfd-data-<inode_id>.img`;
 //! CRIU keeps them as shmem pages instead).
-//! Memory mappings of a memfd are not restored yet (refused by `mm`).
+//! A memfd mapped by a process (shared or private) is mapped again from a description
+//! of the recreated memfd (`dump_mapping`; one file entry per inode and access mode).
 
 use super::reg::{read_blob, read_contents, write_blob, GHOST_LIMIT};
 use super::{Fd, FileIds};
@@ -25,6 +26,8 @@ const MEMFD_INODE: Kind = Kind {
 pub struct DumpState {
     by_ino: HashMap<u64, u32>,
     inodes: Vec<(MemfdInodeEntry, Vec<u8>)>,
+    /// (inode id, access mode) → file id of the entry mappings are restored from.
+    mappings: HashMap<(u32, u32), u32>,
 }
 
 impl DumpState {
@@ -49,57 +52,117 @@ impl DumpState {
     }
 }
 
-pub fn dump(f: &Fd, ids: &mut FileIds) -> Result<u32> {
-    let st = f.stat()?;
-    let inode_id = match ids.memfds.by_ino.get(&st.st_ino) {
-        Some(&i) => i,
-        None => {
-            let size = st.st_size as u64;
-            if size > GHOST_LIMIT {
-                return Err(f.unsupported(format!(
-                    "memfd of {size} bytes; cryo saves memfds up to {GHOST_LIMIT} bytes"
-                )));
-            }
-            let copy = f.copy()?;
-            let seals = sysfd::fcntl_int(copy.as_fd(), libc::F_GET_SEALS, 0).unwrap_or(0) as u32;
-            let data = read_contents(f, size)?;
-            // "/memfd:NAME (deleted)"
-            let name = f
-                .target
-                .strip_prefix("/memfd:")
-                .and_then(|s| s.strip_suffix(" (deleted)"))
-                .unwrap_or("")
-                .to_string();
-            let i = ids.memfds.inodes.len() as u32 + 1;
-            ids.memfds.inodes.push((
-                MemfdInodeEntry {
-                    name,
-                    uid: st.st_uid,
-                    gid: st.st_gid,
-                    size,
-                    shmid: 0,
-                    seals,
-                    inode_id: i as u64,
-                    hugetlb_flag: None,
-                    mode: Some(st.st_mode & 0o7777),
-                },
-                data,
-            ));
-            ids.memfds.by_ino.insert(st.st_ino, i);
-            i
+/// The memfd's name from a /proc link or maps name ("/memfd:NAME (deleted)").
+fn name_of(link: &str) -> String {
+    link.strip_prefix("/memfd:")
+        .and_then(|s| s.strip_suffix(" (deleted)"))
+        .unwrap_or("")
+        .to_string()
+}
+
+impl DumpState {
+    /// The inode id of a memfd, saving its contents the first time it is seen.
+    fn inode(
+        &mut self,
+        st: &nix::sys::stat::FileStat,
+        name: String,
+        seals: u32,
+        read: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<u32> {
+        if let Some(&i) = self.by_ino.get(&st.st_ino) {
+            return Ok(i);
         }
-    };
-    Ok(ids.add(FileEntry {
+        let data = read()?;
+        let i = self.inodes.len() as u32 + 1;
+        self.inodes.push((
+            MemfdInodeEntry {
+                name,
+                uid: st.st_uid,
+                gid: st.st_gid,
+                size: st.st_size as u64,
+                shmid: 0,
+                seals,
+                inode_id: i as u64,
+                hugetlb_flag: None,
+                mode: Some(st.st_mode & 0o7777),
+            },
+            data,
+        ));
+        self.by_ino.insert(st.st_ino, i);
+        Ok(i)
+    }
+}
+
+fn entry(flags: u32, pos: u64, inode_id: u32) -> FileEntry {
+    FileEntry {
         r#type: FdTypes::Memfd as i32,
         memfd: Some(MemfdFileEntry {
             id: 0,
-            flags: f.flags,
-            pos: f.pos,
+            flags,
+            pos,
             fown: Default::default(),
             inode_id,
         }),
         ..Default::default()
-    }))
+    }
+}
+
+pub fn dump(f: &Fd, ids: &mut FileIds) -> Result<u32> {
+    let st = f.stat()?;
+    let size = st.st_size as u64;
+    if size > GHOST_LIMIT {
+        return Err(f.unsupported(format!(
+            "memfd of {size} bytes; cryo saves memfds up to {GHOST_LIMIT} bytes"
+        )));
+    }
+    let copy = f.copy()?;
+    let seals = sysfd::fcntl_int(copy.as_fd(), libc::F_GET_SEALS, 0).unwrap_or(0) as u32;
+    let inode_id = ids
+        .memfds
+        .inode(&st, name_of(f.target), seals, || read_contents(f, size))?;
+    Ok(ids.add(entry(f.flags, f.pos, inode_id)))
+}
+
+/// A memfd mapped by `pid` at `start..end` (found through map_files): the file id to
+/// map it from on restore, one per (inode, access mode).
+pub fn dump_mapping(
+    pid: i32,
+    start: u64,
+    end: u64,
+    name: &str,
+    writable: bool,
+    ids: &mut FileIds,
+) -> Result<u32> {
+    let p = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+    let file = std::fs::File::open(&p).map_err(Error::io("open", &p))?;
+    let st = nix::sys::stat::fstat(&file).map_err(Error::sys("fstat", pid))?;
+    if st.st_size as u64 > GHOST_LIMIT {
+        return Err(Error::Unsupported {
+            pid,
+            what: format!("mapping {start:x}-{end:x} {name}"),
+            why: format!(
+                "memfd of {} bytes; cryo saves memfds up to {GHOST_LIMIT} bytes",
+                st.st_size
+            ),
+        });
+    }
+    let seals = sysfd::fcntl_int(file.as_fd(), libc::F_GET_SEALS, 0).unwrap_or(0) as u32;
+    let inode_id = ids.memfds.inode(&st, name_of(name), seals, || {
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut data).map_err(Error::io("read", &p))?;
+        Ok(data)
+    })?;
+    let flags = if writable {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    } as u32;
+    if let Some(&id) = ids.memfds.mappings.get(&(inode_id, flags)) {
+        return Ok(id);
+    }
+    let id = ids.add(entry(flags, 0, inode_id));
+    ids.memfds.mappings.insert((inode_id, flags), id);
+    Ok(id)
 }
 
 #[derive(Debug, Default)]

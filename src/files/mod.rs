@@ -440,6 +440,15 @@ impl<'a> Opener<'a> {
         Ok(raw)
     }
 
+    /// A duplicate of file `id`'s description (created on first use), for a caller that
+    /// needs an fd of its own (a mapping's service fd).
+    pub fn open_dup(&mut self, id: u32) -> Result<OwnedFd> {
+        self.open(id)?;
+        self.opened[&id]
+            .try_clone()
+            .map_err(Error::io("dup", format!("file {id}")))
+    }
+
     fn create(&mut self, fe: &'a FileEntry) -> Result<OwnedFd> {
         let bad = |what: &str| Error::Restore {
             pid: 0,

@@ -74,8 +74,7 @@ fn termios_entry(t: &nix::sys::termios::Termios) -> TermiosEntry {
 }
 
 fn termios_raw(e: &TermiosEntry) -> libc::termios {
-    // SAFETY: an all-zero termios is a valid value; every field is set below.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    let mut t = crate::sys::fd::zeroed_termios();
     t.c_iflag = e.c_iflag;
     t.c_oflag = e.c_oflag;
     t.c_cflag = e.c_cflag;

@@ -226,3 +226,16 @@ pub fn set_winsize(fd: BorrowedFd, ws: &libc::winsize) -> Result<(), Errno> {
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, ws as *const libc::winsize) };
     check(r as libc::c_long).map(drop)
 }
+
+/// `ioctl(fd, TIOCSCTTY, 0)`: the calling session leader takes the terminal `fd` as its
+/// controlling terminal (raw fd: runs in the restore child).
+pub fn set_ctty(fd: RawFd) -> Result<(), Errno> {
+    // SAFETY: TIOCSCTTY takes an integer argument; `fd` is an integer to the kernel.
+    check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } as libc::c_long).map(drop)
+}
+
+/// An all-zero `termios`, to be filled field by field.
+pub fn zeroed_termios() -> libc::termios {
+    // SAFETY: termios is plain integers and arrays; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
