@@ -447,10 +447,13 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     let mut go_w = std::fs::File::from(go_w);
     go_w.write_all(b"g")
         .map_err(Error::io("write", "restore sync pipe"))?;
-    // Our copies of the fds are the new processes' business now.
+    // Our copies of the fds are the new processes' business now (but for the TCP
+    // connections still in repair mode, released once every process holds its fds).
+    let tcp = opener.inet.take_pending();
     drop(keep);
     drop(opener);
     wait_prepared(&rt, rep_r)?;
+    tcp.finish()?;
     // Children first: no process runs on before its children are complete.
     for (img, plan) in imgs.iter().zip(&plans).rev() {
         if img.is_zombie() {

@@ -4,6 +4,7 @@
 
 pub mod fd;
 pub mod mem;
+pub mod net;
 pub mod pidfd;
 pub mod process;
 pub mod ptrace;
