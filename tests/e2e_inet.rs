@@ -90,6 +90,27 @@ fn tcp_leave_running_keeps_connection() {
     env.verify(pid);
 }
 
+/// A dump that fails after the connections entered repair mode (memory, writing)
+/// leaves repair mode again: the target runs on with its connection working.
+#[test]
+fn failed_dump_leaves_connection_working() {
+    for point in ["dump-mid-memory", "dump-before-write"] {
+        let env = Env::new(point);
+        let pid = start_inetsk(&env, &[]);
+        let out = Command::new(cryo())
+            .args(["dump", "-t", &pid.to_string(), "-D"])
+            .arg(env.images())
+            .arg("--tcp-established")
+            .env("CRYO_FAULT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: dump succeeded");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(point));
+        assert_eq!(tracer(pid), Some(0), "{point}: still traced");
+        env.verify(pid);
+    }
+}
+
 /// Without `--tcp-established` the dump refuses, naming the pid, both fds and the
 /// connection's addresses, and the workload runs on untouched.
 #[test]
@@ -360,7 +381,10 @@ fn nginx(master: bool) {
     let port = free_port(if master { 3 } else { 2 });
     let conf = nginx_conf(&env, port, master);
     let mut cmd = Command::new("/usr/sbin/nginx");
-    cmd.arg("-c").arg(&conf).arg("-e").arg(env.path("error.log"));
+    cmd.arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(env.path("error.log"));
     cmd.stdin(Stdio::null());
     let pid = env.spawn(cmd, true);
     wait_port(port, "nginx");

@@ -105,7 +105,12 @@ fn words_addr(family: u32, words: &[u32], port: u32) -> Option<SocketAddr> {
         }
         libc::AF_INET6 => {
             let b: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
-            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(b), port, 0, 0)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(b),
+                port,
+                0,
+                0,
+            )))
         }
         _ => None,
     }
@@ -143,7 +148,9 @@ impl Stream {
         let _ = net::setsockopt_int(sk, libc::SOL_TCP, net::TCP_REPAIR_QUEUE, net::TCP_NO_QUEUE);
         match net::setsockopt_int(sk, libc::SOL_TCP, net::TCP_REPAIR, net::TCP_REPAIR_OFF) {
             Ok(()) => self.in_repair = false,
-            Err(e) => log::warn!(pid = self.pid, conn = self.desc.as_str(), err:% = e; "cannot leave TCP repair mode"),
+            Err(e) => {
+                log::warn!(pid = self.pid, conn = self.desc.as_str(), err:% = e; "cannot leave TCP repair mode")
+            }
         }
         if self.reuseaddr {
             let _ = net::setsockopt_int(sk, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
@@ -162,11 +169,15 @@ impl Stream {
             return Err(Error::Unsupported {
                 pid: self.pid,
                 what: format!("TCP connection {}", self.desc),
-                why: format!("it went to state {} during the dump", state_name(ti.state.into())),
+                why: format!(
+                    "it went to state {} during the dump",
+                    state_name(ti.state.into())
+                ),
             });
         }
         let inq_len = net::ioctl_int(sk, net::SIOCINQ).map_err(self.sys("ioctl(SIOCINQ)"))? as u32;
-        let outq_len = net::ioctl_int(sk, net::SIOCOUTQ).map_err(self.sys("ioctl(SIOCOUTQ)"))? as u32;
+        let outq_len =
+            net::ioctl_int(sk, net::SIOCOUTQ).map_err(self.sys("ioctl(SIOCOUTQ)"))? as u32;
         let unsq_len =
             net::ioctl_int(sk, net::SIOCOUTQNSD).map_err(self.sys("ioctl(SIOCOUTQNSD)"))? as u32;
         let mss = net::getsockopt_int(sk, libc::SOL_TCP, libc::TCP_MAXSEG)
@@ -299,7 +310,10 @@ fn get_timeval(sk: BorrowedFd, opt: i32) -> std::result::Result<(u64, u64), Errn
 }
 
 /// The socket options cryo restores.
-fn dump_opts(sk: BorrowedFd, tcp: bool) -> std::result::Result<(SkOptsEntry, Option<TcpOptsEntry>), Errno> {
+fn dump_opts(
+    sk: BorrowedFd,
+    tcp: bool,
+) -> std::result::Result<(SkOptsEntry, Option<TcpOptsEntry>), Errno> {
     let sol = libc::SOL_SOCKET;
     let (snd_s, snd_us) = get_timeval(sk, libc::SO_SNDTIMEO)?;
     let (rcv_s, rcv_us) = get_timeval(sk, libc::SO_RCVTIMEO)?;
@@ -329,7 +343,9 @@ fn dump_opts(sk: BorrowedFd, tcp: bool) -> std::result::Result<(SkOptsEntry, Opt
         so_keepalive: Some(get_bool(sk, sol, libc::SO_KEEPALIVE)?),
         so_oobinline: Some(net::getsockopt_int(sk, sol, libc::SO_OOBINLINE)? as u32),
         so_linger: (l_onoff != 0).then_some(l_linger as u32),
-        so_buf_lock: net::getsockopt_int(sk, sol, net::SO_BUF_LOCK).ok().map(|v| v as u32),
+        so_buf_lock: net::getsockopt_int(sk, sol, net::SO_BUF_LOCK)
+            .ok()
+            .map(|v| v as u32),
         ..Default::default()
     };
     let tcp_opts = if tcp {
@@ -348,7 +364,8 @@ fn dump_opts(sk: BorrowedFd, tcp: bool) -> std::result::Result<(SkOptsEntry, Opt
 }
 
 fn fmt_addr(a: Option<SocketAddr>) -> String {
-    a.map(|a| a.to_string()).unwrap_or_else(|| "(unbound)".into())
+    a.map(|a| a.to_string())
+        .unwrap_or_else(|| "(unbound)".into())
 }
 
 pub fn dump(f: &Fd, ino: u64, ids: &mut FileIds) -> Result<u32> {
@@ -412,11 +429,21 @@ pub fn dump(f: &Fd, ino: u64, ids: &mut FileIds) -> Result<u32> {
         if queued > 0 {
             log::warn!(pid = f.pid, fd = f.fd, sock = desc.as_str(); "datagrams queued on a UDP socket are not dumped (dropped)");
         }
-        (0, if peer.is_some() { TCP_ESTABLISHED } else { TCP_CLOSE })
+        (
+            0,
+            if peer.is_some() {
+                TCP_ESTABLISHED
+            } else {
+                TCP_CLOSE
+            },
+        )
     };
     let (opts, tcp_opts) = dump_opts(sk, tcp).map_err(sys("getsockopt"))?;
     let v6only = if family == libc::AF_INET6 {
-        Some(get_bool(sk, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).map_err(sys("getsockopt(IPV6_V6ONLY)"))?)
+        Some(
+            get_bool(sk, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+                .map_err(sys("getsockopt(IPV6_V6ONLY)"))?,
+        )
     } else {
         None
     };
@@ -514,8 +541,12 @@ impl Pending {
             }
             let mut off = 0;
             while off < r.unsent.len() {
-                off += net::send(sk, &r.unsent[off..], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                    .map_err(err("send (unsent data)"))?;
+                off += net::send(
+                    sk,
+                    &r.unsent[off..],
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+                .map_err(err("send (unsent data)"))?;
             }
             log::debug!(conn = r.desc.as_str(), unsent = r.unsent.len(); "TCP connection released");
         }
@@ -548,14 +579,28 @@ fn set_timeval(sk: BorrowedFd, opt: i32, sec: u64, usec: u64) -> std::result::Re
 }
 
 /// Socket options but SO_REUSEADDR (set by the caller around bind).
-fn restore_opts(sk: BorrowedFd, isk: &InetSkEntry) -> std::result::Result<(), (&'static str, Errno)> {
+fn restore_opts(
+    sk: BorrowedFd,
+    isk: &InetSkEntry,
+) -> std::result::Result<(), (&'static str, Errno)> {
     let o = &isk.opts;
     let sol = libc::SOL_SOCKET;
-    let set = |level, opt, v: i32, name| net::setsockopt_int(sk, level, opt, v).map_err(|e| (name, e));
+    let set =
+        |level, opt, v: i32, name| net::setsockopt_int(sk, level, opt, v).map_err(|e| (name, e));
     // getsockopt reports the doubled value the kernel keeps; setsockopt doubles again.
     for (force, plain, v, name) in [
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, o.so_sndbuf, "setsockopt(SO_SNDBUF)"),
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, o.so_rcvbuf, "setsockopt(SO_RCVBUF)"),
+        (
+            libc::SO_SNDBUFFORCE,
+            libc::SO_SNDBUF,
+            o.so_sndbuf,
+            "setsockopt(SO_SNDBUF)",
+        ),
+        (
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            o.so_rcvbuf,
+            "setsockopt(SO_RCVBUF)",
+        ),
     ] {
         let half = (v / 2).min(i32::MAX as u32) as i32;
         if net::setsockopt_int(sk, sol, force, half).is_err() {
@@ -569,9 +614,24 @@ fn restore_opts(sk: BorrowedFd, isk: &InetSkEntry) -> std::result::Result<(), (&
     set_timeval(sk, libc::SO_RCVTIMEO, o.so_rcv_tmo_sec, o.so_rcv_tmo_usec)
         .map_err(|e| ("setsockopt(SO_RCVTIMEO)", e))?;
     let flag = |b: Option<bool>| i32::from(b.unwrap_or(false));
-    set(sol, libc::SO_REUSEPORT, flag(o.so_reuseport), "setsockopt(SO_REUSEPORT)")?;
-    set(sol, libc::SO_BROADCAST, flag(o.so_broadcast), "setsockopt(SO_BROADCAST)")?;
-    set(sol, libc::SO_KEEPALIVE, flag(o.so_keepalive), "setsockopt(SO_KEEPALIVE)")?;
+    set(
+        sol,
+        libc::SO_REUSEPORT,
+        flag(o.so_reuseport),
+        "setsockopt(SO_REUSEPORT)",
+    )?;
+    set(
+        sol,
+        libc::SO_BROADCAST,
+        flag(o.so_broadcast),
+        "setsockopt(SO_BROADCAST)",
+    )?;
+    set(
+        sol,
+        libc::SO_KEEPALIVE,
+        flag(o.so_keepalive),
+        "setsockopt(SO_KEEPALIVE)",
+    )?;
     if let Some(p) = o.so_priority.filter(|&p| p != 0) {
         set(sol, libc::SO_PRIORITY, p as i32, "setsockopt(SO_PRIORITY)")?;
     }
@@ -582,20 +642,31 @@ fn restore_opts(sk: BorrowedFd, isk: &InetSkEntry) -> std::result::Result<(), (&
         set(sol, libc::SO_RCVLOWAT, l as i32, "setsockopt(SO_RCVLOWAT)")?;
     }
     if let Some(v) = o.so_oobinline.filter(|&v| v != 0) {
-        set(sol, libc::SO_OOBINLINE, v as i32, "setsockopt(SO_OOBINLINE)")?;
+        set(
+            sol,
+            libc::SO_OOBINLINE,
+            v as i32,
+            "setsockopt(SO_OOBINLINE)",
+        )?;
     }
     if let Some(l) = o.so_linger {
         let mut b = [0u8; 8];
         b[..4].copy_from_slice(&1i32.to_ne_bytes());
         b[4..].copy_from_slice(&(l as i32).to_ne_bytes());
-        net::setsockopt_raw(sk, sol, libc::SO_LINGER, &b).map_err(|e| ("setsockopt(SO_LINGER)", e))?;
+        net::setsockopt_raw(sk, sol, libc::SO_LINGER, &b)
+            .map_err(|e| ("setsockopt(SO_LINGER)", e))?;
     }
     if let Some(dev) = o.so_bound_dev.as_deref().filter(|d| !d.is_empty()) {
         net::setsockopt_raw(sk, sol, libc::SO_BINDTODEVICE, dev.as_bytes())
             .map_err(|e| ("setsockopt(SO_BINDTODEVICE)", e))?;
     }
     if let Some(v6only) = isk.v6only {
-        set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, i32::from(v6only), "setsockopt(IPV6_V6ONLY)")?;
+        set(
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            i32::from(v6only),
+            "setsockopt(IPV6_V6ONLY)",
+        )?;
     }
     if isk.ip_opts.as_ref().and_then(|i| i.freebind) == Some(true) {
         let (level, opt) = if isk.family as i32 == libc::AF_INET {
@@ -607,12 +678,21 @@ fn restore_opts(sk: BorrowedFd, isk: &InetSkEntry) -> std::result::Result<(), (&
     }
     if let Some(t) = &isk.tcp_opts {
         let tl = libc::SOL_TCP;
-        set(tl, libc::TCP_NODELAY, flag(t.nodelay), "setsockopt(TCP_NODELAY)")?;
+        set(
+            tl,
+            libc::TCP_NODELAY,
+            flag(t.nodelay),
+            "setsockopt(TCP_NODELAY)",
+        )?;
         set(tl, libc::TCP_CORK, flag(t.cork), "setsockopt(TCP_CORK)")?;
         for (opt, v, name) in [
             (libc::TCP_KEEPCNT, t.keepcnt, "setsockopt(TCP_KEEPCNT)"),
             (libc::TCP_KEEPIDLE, t.keepidle, "setsockopt(TCP_KEEPIDLE)"),
-            (libc::TCP_KEEPINTVL, t.keepintvl, "setsockopt(TCP_KEEPINTVL)"),
+            (
+                libc::TCP_KEEPINTVL,
+                t.keepintvl,
+                "setsockopt(TCP_KEEPINTVL)",
+            ),
         ] {
             if let Some(v) = v.filter(|&v| v > 0) {
                 set(tl, opt, v as i32, name)?;
@@ -624,7 +704,11 @@ fn restore_opts(sk: BorrowedFd, isk: &InetSkEntry) -> std::result::Result<(), (&
 
 /// Writes `data` into a queue in repair mode, in chunks that shrink if the kernel
 /// cannot allocate one that large.
-fn send_queue(sk: BorrowedFd, queue: i32, data: &[u8]) -> std::result::Result<(), (&'static str, Errno)> {
+fn send_queue(
+    sk: BorrowedFd,
+    queue: i32,
+    data: &[u8],
+) -> std::result::Result<(), (&'static str, Errno)> {
     net::setsockopt_int(sk, libc::SOL_TCP, net::TCP_REPAIR_QUEUE, queue)
         .map_err(|e| ("setsockopt(TCP_REPAIR_QUEUE)", e))?;
     let (mut off, mut chunk) = (0, data.len());
@@ -663,9 +747,13 @@ pub fn restore(op: &mut Opener, fe: &FileEntry) -> Result<OwnedFd> {
             ),
         });
     }
-    let ty = if tcp { libc::SOCK_STREAM } else { libc::SOCK_DGRAM };
-    let sock = net::socket(isk.family as i32, ty, isk.proto as i32)
-        .map_err(|e| fail("socket", e))?;
+    let ty = if tcp {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_DGRAM
+    };
+    let sock =
+        net::socket(isk.family as i32, ty, isk.proto as i32).map_err(|e| fail("socket", e))?;
     let sk = sock.as_fd();
     let file_flags = |sk: BorrowedFd| {
         let nb = (isk.flags & libc::O_NONBLOCK as u32) as i32;
@@ -746,7 +834,10 @@ fn restore_stream(
         .ok_or_else(|| bad("no tcp_stream_entry".into()))?;
     let unsq = e.unsq_len.unwrap_or(0);
     if unsq > e.outq_len {
-        return Err(bad(format!("{unsq} unsent bytes of a {}-byte send queue", e.outq_len)));
+        return Err(bad(format!(
+            "{unsq} unsent bytes of a {}-byte send queue",
+            e.outq_len
+        )));
     }
     let inq = r.read_raw(e.inq_len as u64)?;
     let outq = r.read_raw(e.outq_len as u64)?;
@@ -777,19 +868,28 @@ fn restore_stream(
         opts.push((TCPOPT_SACK_PERM, 0));
     }
     if e.opt_mask & TCPI_OPT_WSCALE != 0 {
-        opts.push((TCPOPT_WINDOW, e.snd_wscale | (e.rcv_wscale.unwrap_or(0) << 16)));
+        opts.push((
+            TCPOPT_WINDOW,
+            e.snd_wscale | (e.rcv_wscale.unwrap_or(0) << 16),
+        ));
     }
     if e.opt_mask & TCPI_OPT_TIMESTAMPS != 0 {
         opts.push((TCPOPT_TIMESTAMP, 0));
     }
     opts.push((TCPOPT_MAXSEG, e.mss_clamp));
     net::set_repair_options(sk, &opts).map_err(fail("setsockopt(TCP_REPAIR_OPTIONS)"))?;
-    if let Some(ts) = e.timestamp.filter(|_| e.opt_mask & TCPI_OPT_TIMESTAMPS != 0) {
+    if let Some(ts) = e
+        .timestamp
+        .filter(|_| e.opt_mask & TCPI_OPT_TIMESTAMPS != 0)
+    {
         net::setsockopt_int(sk, sol, net::TCP_TIMESTAMP, ts as i32)
             .map_err(fail("setsockopt(TCP_TIMESTAMP)"))?;
     }
     let sent = (e.outq_len - unsq) as usize;
-    for (queue, data) in [(net::TCP_RECV_QUEUE, &inq[..]), (net::TCP_SEND_QUEUE, &outq[..sent])] {
+    for (queue, data) in [
+        (net::TCP_RECV_QUEUE, &inq[..]),
+        (net::TCP_SEND_QUEUE, &outq[..sent]),
+    ] {
         if !data.is_empty() {
             send_queue(sk, queue, data).map_err(|(what, err)| fail(what)(err))?;
         }

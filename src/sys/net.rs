@@ -60,13 +60,19 @@ impl RepairWindow {
 
 pub fn socket(domain: i32, ty: i32, proto: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: integers only; the returned fd is ours.
-    let fd = check(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) } as libc::c_long)?;
+    let fd =
+        check(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) } as libc::c_long)?;
     // SAFETY: the kernel just returned this fd; nobody else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// `getsockopt` into `buf`; returns the length the kernel wrote.
-pub fn getsockopt_raw(fd: BorrowedFd, level: i32, opt: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+pub fn getsockopt_raw(
+    fd: BorrowedFd,
+    level: i32,
+    opt: i32,
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: `buf` is live and `len` bytes long; the kernel writes at most `len` bytes.
     let r = unsafe {
@@ -167,7 +173,8 @@ fn from_storage(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, which it is large
             // enough for and aligned for.
-            let sin = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
                 u16::from_be(sin.sin_port),
@@ -175,7 +182,8 @@ fn from_storage(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         libc::AF_INET6 => {
             // SAFETY: as above, for sockaddr_in6.
-            let s6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let s6 =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(s6.sin6_addr.s6_addr),
                 u16::from_be(s6.sin6_port),
@@ -193,7 +201,9 @@ fn to_storage(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     let len = match a {
         SocketAddr::V4(v4) => {
             // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
-            let sin = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = v4.port().to_be();
             sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
@@ -201,7 +211,9 @@ fn to_storage(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
         SocketAddr::V6(v6) => {
             // SAFETY: as above, for sockaddr_in6.
-            let s6 = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let s6 = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             s6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             s6.sin6_port = v6.port().to_be();
             s6.sin6_addr.s6_addr = v6.ip().octets();
@@ -220,7 +232,13 @@ fn name(fd: BorrowedFd, f: NameFn) -> Result<Option<SocketAddr>, Errno> {
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `ss` is a live sockaddr_storage of `len` bytes.
-    let r = unsafe { f(fd.as_raw_fd(), (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) };
+    let r = unsafe {
+        f(
+            fd.as_raw_fd(),
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
     match check(r as libc::c_long) {
         Ok(_) => Ok(from_storage(&ss)),
         Err(Errno::ENOTCONN) => Ok(None),
@@ -241,14 +259,26 @@ pub fn peer_addr(fd: BorrowedFd) -> Result<Option<SocketAddr>, Errno> {
 pub fn bind(fd: BorrowedFd, a: &SocketAddr) -> Result<(), Errno> {
     let (ss, len) = to_storage(a);
     // SAFETY: `ss` holds a valid sockaddr of `len` bytes.
-    let r = unsafe { libc::bind(fd.as_raw_fd(), (&ss as *const libc::sockaddr_storage).cast(), len) };
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
     check(r as libc::c_long).map(drop)
 }
 
 pub fn connect(fd: BorrowedFd, a: &SocketAddr) -> Result<(), Errno> {
     let (ss, len) = to_storage(a);
     // SAFETY: `ss` holds a valid sockaddr of `len` bytes.
-    let r = unsafe { libc::connect(fd.as_raw_fd(), (&ss as *const libc::sockaddr_storage).cast(), len) };
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
     check(r as libc::c_long).map(drop)
 }
 
