@@ -914,3 +914,42 @@ fn restore_stream(
     log::debug!(conn = desc.as_str(), inq = e.inq_len, outq = e.outq_len, unsent = unsq; "TCP connection rebuilt in repair mode");
     Ok(outq[sent..].to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip_as_criu_words() {
+        for a in [
+            "127.0.0.1:6379",
+            "[::1]:80",
+            "[::ffff:10.1.2.3]:65535",
+            "0.0.0.0:0",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            let family = if a.is_ipv4() {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            } as u32;
+            let w = addr_words(&a);
+            assert_eq!(w.len(), if a.is_ipv4() { 1 } else { 4 });
+            assert_eq!(words_addr(family, &w, a.port() as u32), Some(a));
+        }
+        // CRIU's layout: the in_addr bytes read as a native u32.
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(addr_words(&a), vec![u32::from_ne_bytes([127, 0, 0, 1])]);
+        // Bad input: no panic.
+        assert_eq!(words_addr(libc::AF_INET as u32, &[], 1), None);
+        assert_eq!(words_addr(libc::AF_INET as u32, &[1], 70000), None);
+        assert_eq!(words_addr(99, &[1], 1), None);
+    }
+
+    #[test]
+    fn state_names() {
+        assert_eq!(state_name(TCP_LISTEN), "LISTEN");
+        assert_eq!(state_name(8), "CLOSE_WAIT");
+        assert_eq!(state_name(200), "?");
+    }
+}

@@ -7,11 +7,12 @@
  *   10  TCP listener on 127.0.0.1 (port picked by the kernel), SO_REUSEADDR, backlog 7
  *   11  UDP socket bound on 127.0.0.1, connected to 12
  *   12  UDP socket bound on 127.0.0.1, connected to 11
- *   13  TCP listener on [::1], IPV6_V6ONLY (only if IPv6 loopback works)
+ *   13  TCP listener on [::1], IPV6_V6ONLY, SO_REUSEADDR (only if IPv6 loopback works)
  *   14  client end of a loopback TCP connection to 10: O_NONBLOCK, TCP_NODELAY; it
  *       wrote a pattern until its send queue was full (so part of it was never sent)
  *   15  server end (accepted from 10): SO_KEEPALIVE, 64 KiB receive buffer; wrote
  *       100000 bytes of another pattern that 14 has not read
+ *   16, 17  (with IPv6) a connection over [::1] to 13: 30000 bytes unread each way
  * Nothing is read before the checkpoint. FILE gets "listen=P client=C" (ports).
  * After SIGTERM: the addresses of every socket are the same; the listeners accept new
  * connections (v4 and v6); the UDP pair exchanges datagrams both ways; the options
@@ -35,12 +36,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { FD_LISTEN = 10, FD_UDP1, FD_UDP2, FD_LISTEN6, FD_CLIENT, FD_SERVER };
+enum { FD_LISTEN = 10, FD_UDP1, FD_UDP2, FD_LISTEN6, FD_CLIENT, FD_SERVER, FD_CLIENT6, FD_SERVER6 };
+
+#define V6_BYTES 30000
 
 #define S2C_BYTES 100000
 #define TIMEOUT_MS 5000
 
-static struct sockaddr_storage addrs[16], peers[16];
+static struct sockaddr_storage addrs[32], peers[32];
 static int have6;
 static long closed_mode;
 static const char *info_path;
@@ -151,6 +154,9 @@ static void setup(void)
     fd = socket(AF_INET6, SOCK_STREAM, 0);
     if (fd >= 0) {
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        /* Without it, the port could not be bound again while the connection the
+         * test's --leave-running original closed is in TIME_WAIT. */
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         l = loopback(AF_INET6, 0, &ss);
         if (bind(fd, (struct sockaddr *)&ss, l) == 0 && listen(fd, 5) == 0) {
             put(fd, FD_LISTEN6);
@@ -217,8 +223,24 @@ static void setup(void)
     zdtm_info("client wrote %zu bytes: %d in its send queue (%d never sent), %d queued "
               "at the server", c2s_bytes, outq, unsent, inq);
 
-    for (int f = FD_LISTEN; f <= FD_SERVER; f++)
-        if (f != FD_LISTEN6 || have6)
+    if (have6) {
+        fd = socket(AF_INET6, SOCK_STREAM, 0);
+        l = loopback(AF_INET6, port_of(FD_LISTEN6), &ss);
+        if (connect(fd, (struct sockaddr *)&ss, l))
+            zdtm_die("connect [::1]: %s", strerror(errno));
+        put(fd, FD_CLIENT6);
+        put(accept(FD_LISTEN6, NULL, NULL), FD_SERVER6);
+        unsigned char *v = malloc(V6_BYTES);
+        for (int dir = 0; dir < 2; dir++) {
+            for (size_t i = 0; i < V6_BYTES; i++)
+                v[i] = pat(i, 3 + dir);
+            if (write(dir ? FD_SERVER6 : FD_CLIENT6, v, V6_BYTES) != V6_BYTES)
+                zdtm_die("write v6: %s", strerror(errno));
+        }
+        free(v);
+    }
+    for (int f = FD_LISTEN; f <= FD_SERVER6; f++)
+        if ((f != FD_LISTEN6 && f < FD_CLIENT6) || have6)
             remember(f);
     if (info_path) {
         FILE *fi = fopen(info_path, "w");
@@ -334,6 +356,10 @@ static void verify(void)
     if (closed_mode) {
         check_closed(FD_CLIENT);
         check_closed(FD_SERVER);
+        if (have6) {
+            check_closed(FD_CLIENT6);
+            check_closed(FD_SERVER6);
+        }
         return;
     }
     check_addrs(FD_CLIENT);
@@ -348,6 +374,12 @@ static void verify(void)
         zdtm_fail("server became O_NONBLOCK");
     expect_stream("server to client", FD_CLIENT, S2C_BYTES, 2);
     expect_stream("client to server", FD_SERVER, c2s_bytes, 1);
+    if (have6) {
+        check_addrs(FD_CLIENT6);
+        check_addrs(FD_SERVER6);
+        expect_stream("v6 client to server", FD_SERVER6, V6_BYTES, 3);
+        expect_stream("v6 server to client", FD_CLIENT6, V6_BYTES, 4);
+    }
     /* And the connection carries new data both ways. */
     char b[8] = { 0 };
     if (write(FD_SERVER, "ping", 4) != 4 || !wait_fd(FD_CLIENT, POLLIN) ||
