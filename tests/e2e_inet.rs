@@ -133,6 +133,28 @@ fn established_tcp_refused_without_flag() {
     env.verify(pid);
 }
 
+/// A listener with a connection the program has not accepted yet is refused (with
+/// every other blocker: here none), naming the listener; the workload runs on.
+#[test]
+fn listener_with_pending_connection_refused() {
+    let env = Env::new("inetsk-pending");
+    let pid = start_inetsk(&env, &[]);
+    let (lport, _) = ports(&env);
+    let pending = TcpStream::connect(("127.0.0.1", lport)).unwrap();
+    let err = env.dump_fails(pid, &["--tcp-established"]);
+    for want in [
+        format!("pid {pid} fd 10"),
+        format!("127.0.0.1:{lport}"),
+        "not yet accepted".to_string(),
+    ] {
+        assert!(err.contains(&want), "{want:?} not in: {err}");
+    }
+    assert_eq!(tracer(pid), Some(0));
+    assert!(matches!(state(pid), Some('S' | 'R')));
+    drop(pending);
+    stop(pid);
+}
+
 /// `--tcp-close`: the connection comes back closed (EOF/error on both ends); the
 /// listeners and UDP sockets still work.
 #[test]
