@@ -7,6 +7,10 @@ command -v gcc >/dev/null || need+=(gcc)
 command -v make >/dev/null || need+=(make)
 command -v python3 >/dev/null || need+=(python3)
 command -v crit >/dev/null || need+=(criu)          # only for `crit`, the image decoder
+# Real servers for the TCP tests (tests/e2e_inet.rs).
+[ -x /usr/bin/redis-server ] || need+=(redis-server)
+[ -x /usr/bin/redis-cli ] || need+=(redis-tools)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
 if ((${#need[@]})); then
   echo "hack/setup.sh: installing ${need[*]}"

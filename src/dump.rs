@@ -261,6 +261,9 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     if !blockers.is_empty() {
         return Err(Error::Blocked { blockers });
     }
+    // Only now that nothing blocks: established TCP connections enter repair mode
+    // (left again if the dump fails: see files::inet::DumpState).
+    ids.inet.read_streams()?;
     let mut stats = DumpStats::default();
     for (seized, task) in tree.iter().zip(&tasks) {
         let st = dump_memory(seized, task, &dir, &ns)?;
@@ -285,6 +288,7 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     ns.write(&dir)?;
     write_images(&dir, &tasks, &zombies, &ids.files)?;
     stats.frozen_ms = t0.elapsed().as_secs_f64() * 1e3;
+    ids.inet.done(opts.leave_running);
     // Children first, so no parent runs on (or dies) before its children are handled.
     for seized in tree.into_iter().rev() {
         if opts.leave_running {

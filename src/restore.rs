@@ -465,11 +465,14 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     let mut go_w = std::fs::File::from(go_w);
     go_w.write_all(b"g")
         .map_err(Error::io("write", "restore sync pipe"))?;
-    // Our copies of the fds are the new processes' business now.
+    // Our copies of the fds are the new processes' business now (but for the TCP
+    // connections still in repair mode, released once every process holds its fds).
     let sk_files = opener.unix.take_created();
+    let tcp = opener.inet.take_pending();
     drop(keep);
     drop(opener);
     wait_prepared(&rt, rep_r)?;
+    tcp.finish()?;
     // Children first: no process runs on before its children are complete.
     // Every process is rebuilt before any runs (a session's foreground group, for one,
     // is set by its leader after the members are rebuilt), then all are let go at once.

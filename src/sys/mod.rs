@@ -3,6 +3,7 @@
 //! wrappers and never touches raw pointers.
 
 pub mod fd;
+pub mod inet;
 pub mod mem;
 pub mod net;
 pub mod pidfd;
