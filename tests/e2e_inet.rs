@@ -43,17 +43,7 @@ fn crit_decodes(dir: &Path) {
         if !(name == "files.img" || name.starts_with("tcp-stream-")) {
             continue;
         }
-        let out = Command::new("crit")
-            .args(["decode", "-i"])
-            .arg(e.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "crit cannot decode {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json = String::from_utf8_lossy(&out.stdout);
+        let json = crit_decode(&e.path());
         if name == "files.img" {
             assert!(json.contains("INETSK"), "{json}");
         } else {

@@ -48,16 +48,7 @@ fn crit_decodes(dir: &Path, name: &str) {
         eprintln!("crit not installed: skipping decode of {name}");
         return;
     }
-    let out = std::process::Command::new("crit")
-        .args(["decode", "--pretty", "-i"])
-        .arg(dir.join(name))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "crit cannot decode {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crit_decode(&dir.join(name));
 }
 
 /// Two layered filters (the second with SECCOMP_FILTER_FLAG_LOG) on a single thread. The

@@ -42,17 +42,7 @@ fn unix_images_decode_with_crit() {
     env.dump(pid, &["--leave-running"]);
     for img in ["files.img", "sk-queues.img"] {
         let p = env.images().join(img);
-        let out = std::process::Command::new("crit")
-            .args(["decode", "--pretty", "-i"])
-            .arg(&p)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "crit decode {img}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = crit_decode(&p);
         let want = if img == "files.img" { "usk" } else { "id_for" };
         assert!(text.contains(want), "{img}: {text}");
     }

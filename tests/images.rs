@@ -292,16 +292,7 @@ fn crit_decodes_fd_kind_images() {
                 if n.starts_with("pages-") || n.starts_with("cryo-") {
                     continue;
                 }
-                let out = std::process::Command::new("crit")
-                    .args(["decode", "-i"])
-                    .arg(f)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "crit cannot decode {name}/{n}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                crit_decode(f);
             }
         }
         env.restore(pid, &[]);

@@ -234,20 +234,25 @@ pub fn reset_signal_dispositions() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // The raw syscall: libc's sigaction would add its own SA_RESTORER and restorer.
-        // Kernel layout: handler, flags, restorer, mask, all zero = SIG_DFL.
-        let act = [0u64; 4];
-        // SAFETY: `act` is a live kernel sigaction; the old action is not requested.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                act.as_ptr(),
-                std::ptr::null::<u64>(),
-                8,
-            )
-        };
+        set_handler(sig, 0);
     }
+}
+
+/// Sets `sig`'s disposition to SIG_DFL (0) or SIG_IGN (1) with no flags or mask. The raw
+/// syscall: libc's sigaction would add its own SA_RESTORER and restorer.
+fn set_handler(sig: i32, handler: u64) {
+    // Kernel layout: handler, flags, restorer, mask.
+    let act = [handler, 0, 0, 0];
+    // SAFETY: `act` is a live kernel sigaction; the old action is not requested.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            act.as_ptr(),
+            std::ptr::null::<u64>(),
+            8,
+        )
+    };
 }
 
 /// Sets a thread's nice value and scheduling policy from outside (needs CAP_SYS_NICE to
@@ -299,19 +304,8 @@ pub fn set_affinity(tid: Pid, mask: &[u8]) -> Result<(), Errno> {
 /// POSIX), then restores SIG_DFL. For the restore child only, whose dispositions are
 /// all default while it prepares.
 pub fn discard_pending(sig: i32) {
-    for handler in [1u64 /* SIG_IGN */, 0 /* SIG_DFL */] {
-        let act = [handler, 0, 0, 0];
-        // SAFETY: `act` is a live kernel sigaction; the old action is not requested.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                act.as_ptr(),
-                std::ptr::null::<u64>(),
-                8,
-            )
-        };
-    }
+    set_handler(sig, 1); // SIG_IGN
+    set_handler(sig, 0); // SIG_DFL
 }
 
 /// Ends this process so that its parent's `wait` sees `status` (a wait status as in

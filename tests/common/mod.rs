@@ -401,3 +401,19 @@ pub fn reap_children() {
         }
     }
 }
+
+/// `crit decode --pretty -i PATH`: asserts that crit decodes it and returns the JSON.
+pub fn crit_decode(path: &Path) -> String {
+    let out = Command::new("crit")
+        .args(["decode", "--pretty", "-i"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "crit cannot decode {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
