@@ -438,10 +438,17 @@ fn collect(
                     } else {
                         libc::O_RDONLY
                     } as u32;
-                    e.shmid = if f.memfd {
-                        match files::memfd::dump_mapping(
-                            pid, v.start, v.end, &f.path, f.writable, ids,
-                        ) {
+                    e.shmid = if f.memfd || f.deleted {
+                        let r = if f.memfd {
+                            files::memfd::dump_mapping(
+                                pid, v.start, v.end, &f.path, f.writable, ids,
+                            )
+                        } else {
+                            files::reg::dump_deleted_mapping(
+                                pid, v.start, v.end, &f.path, f.writable, ids,
+                            )
+                        };
+                        match r {
                             Ok(id) => id,
                             Err(Error::Unsupported { what, why, .. }) => {
                                 blockers.push(format!("pid {pid} {what}: {why}"));

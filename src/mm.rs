@@ -44,6 +44,9 @@ pub struct MappedFile {
     pub writable: bool,
     /// A memfd ("/memfd:NAME (deleted)"): restored from its saved contents.
     pub memfd: bool,
+    /// A deleted file ("PATH (deleted)"; `path` is without the suffix): restored from
+    /// its saved contents.
+    pub deleted: bool,
 }
 
 /// Classifies one VMA; `Err` names why cryo cannot restore it.
@@ -79,16 +82,28 @@ pub fn vma_entry(
             return Err(unsupported("hugetlbfs mappings are not supported yet"));
         }
         let memfd = v.name.starts_with("/memfd:") && v.name.ends_with(" (deleted)");
-        if (v.is_file() && !v.name.ends_with(" (deleted)")) || memfd {
+        let deleted = !memfd
+            && v.inode != 0
+            && v.name.starts_with('/')
+            && v.name.ends_with(" (deleted)")
+            && v.name != "/dev/zero (deleted)"
+            && !v.name.starts_with("/SYSV");
+        if (v.is_file() && !v.name.ends_with(" (deleted)")) || memfd || deleted {
             status |= if v.shared {
                 VMA_FILE_SHARED
             } else {
                 VMA_FILE_PRIVATE
             };
+            let path = if deleted {
+                v.name.trim_end_matches(" (deleted)").to_string()
+            } else {
+                v.name.clone()
+            };
             file = Some(MappedFile {
-                path: v.name.clone(),
+                path,
                 writable: v.shared && v.has_flag("mw"),
                 memfd,
+                deleted,
             });
         } else if v.name == "/dev/zero (deleted)" || (v.shared && v.name.starts_with("/SYSV")) {
             if v.name.starts_with("/SYSV") {
@@ -258,7 +273,16 @@ mod tests {
         assert_eq!(madvices(&e).collect::<Vec<_>>(), vec![libc::MADV_DONTDUMP]);
         let (e, _) = vma_entry(1, &vma("/dev/zero (deleted)", true, 7, &[]), 0, (0, 0)).unwrap();
         assert!(e.status & VMA_ANON_SHARED != 0);
-        assert!(vma_entry(1, &vma("/tmp/x (deleted)", false, 7, &[]), 0, (0, 0)).is_err());
+        // A deleted file and a memfd: restored from saved contents, by path.
+        let (e, f) = vma_entry(1, &vma("/tmp/x (deleted)", false, 7, &[]), 0, (0, 0)).unwrap();
+        let f = f.unwrap();
+        assert_eq!(
+            (e.status & VMA_FILE_PRIVATE, f.path.as_str(), f.deleted),
+            (VMA_FILE_PRIVATE, "/tmp/x", true)
+        );
+        let (_, f) = vma_entry(1, &vma("/memfd:m (deleted)", true, 9, &[]), 0, (0, 0)).unwrap();
+        assert!(f.unwrap().memfd);
+        assert!(vma_entry(1, &vma("/SYSV00000001 (deleted)", true, 9, &[]), 0, (0, 0)).is_err());
         let (e, _) = vma_entry(1, &vma("[vdso]", false, 0, &[]), 0, (0, 0)).unwrap();
         assert!(is_special(e.status));
     }

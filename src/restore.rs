@@ -545,7 +545,7 @@ fn prepare(
             && !map_idx.contains_key(&(v.shmid as u32))
         {
             let fe = opener.entry(v.shmid as u32)?;
-            let fd = if fe.memfd.is_some() {
+            let fd = if fe.memfd.is_some() || opener.is_ghost(fe.id) {
                 // The recreated memfd, through a description of its own.
                 opener.open_dup(fe.id)?
             } else {

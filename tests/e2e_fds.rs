@@ -144,10 +144,11 @@ fn pty_inside_the_tree() {
 }
 
 /// memfds mapped without an fd left: shared across fork (one object after restore,
-/// writes seen both ways) and private (copy-on-write page kept, file bytes behind it).
+/// writes seen both ways) and private (copy-on-write page kept, file bytes behind it);
+/// a deleted file mapped shared across fork.
 #[test]
-fn memfd_mappings() {
+fn memfd_and_deleted_file_mappings() {
     let env = Env::new("memfdmap");
-    let pid = env.start("memfdmap", &[]);
+    let pid = env.start("memfdmap", &["--tmpdir", env.dir.to_str().unwrap()]);
     env.cycle(pid);
 }

@@ -123,6 +123,21 @@ impl FileIds {
         id
     }
 
+    /// A deleted file a process maps: one entry per (path, mode), without a size (its
+    /// contents are saved whole, see `reg::dump_deleted_mapping`).
+    pub fn add_mapped_deleted(&mut self, path: &str, flags: u32) -> u32 {
+        let same = |f: &&FileEntry| {
+            f.reg
+                .as_ref()
+                .is_some_and(|r| r.name == path && r.flags == flags && r.size.is_none())
+                && self.ghosts.is_remapped(f.id)
+        };
+        if let Some(f) = self.files.iter().find(same) {
+            return f.id;
+        }
+        self.add_reg(path, flags, 0)
+    }
+
     /// Adds a complete entry of any kind, giving it a fresh id.
     pub fn add(&mut self, mut f: FileEntry) -> u32 {
         let id = self.next_id();
@@ -438,6 +453,11 @@ impl<'a> Opener<'a> {
         let raw = fd.as_raw_fd();
         self.opened.insert(id, fd);
         Ok(raw)
+    }
+
+    /// Whether file `id` is a deleted file recreated from its saved contents.
+    pub fn is_ghost(&self, id: u32) -> bool {
+        self.ghosts.is_ghost(id)
     }
 
     /// A duplicate of file `id`'s description (created on first use), for a caller that

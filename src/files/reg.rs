@@ -50,6 +50,52 @@ pub fn dump(f: &Fd, ids: &mut FileIds) -> Result<u32> {
     Ok(ids.add_reg(f.target, f.flags, f.pos))
 }
 
+/// A deleted regular file mapped by `pid` at `start..end` (found through map_files):
+/// its contents are saved as a ghost and the mapping is restored from the recreated
+/// file. One file entry per (path, access mode).
+pub fn dump_deleted_mapping(
+    pid: i32,
+    start: u64,
+    end: u64,
+    path: &str,
+    writable: bool,
+    ids: &mut FileIds,
+) -> Result<u32> {
+    let p = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+    let file = std::fs::File::open(&p).map_err(Error::io("open", &p))?;
+    let st = nix::sys::stat::fstat(&file).map_err(Error::sys("fstat", pid))?;
+    let unsupported = |why: String| Error::Unsupported {
+        pid,
+        what: format!("mapping {start:x}-{end:x} {path} (deleted)"),
+        why,
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(unsupported(
+            "a deleted non-regular file cannot be recreated".into(),
+        ));
+    }
+    if st.st_size as u64 > GHOST_LIMIT {
+        return Err(unsupported(format!(
+            "deleted file of {} bytes; cryo saves deleted files up to {GHOST_LIMIT} bytes",
+            st.st_size
+        )));
+    }
+    let flags = if writable {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    } as u32;
+    let id = ids.add_mapped_deleted(path, flags);
+    ids.ghosts.add_inode(&st, id, || {
+        let mut data = Vec::new();
+        (&file)
+            .read_to_end(&mut data)
+            .map_err(Error::io("read", &p))?;
+        Ok(data)
+    })?;
+    Ok(id)
+}
+
 /// Reads the whole contents of the file behind a target's fd (opened anew read-only
 /// through /proc, so a write-only fd can be read too).
 pub fn read_contents(f: &Fd, size: u64) -> Result<Vec<u8>> {
@@ -71,17 +117,32 @@ pub struct Ghosts {
 
 impl Ghosts {
     fn add(&mut self, f: &Fd, st: &nix::sys::stat::FileStat, file_id: u32) -> Result<()> {
+        let size = st.st_size as u64;
+        if size > GHOST_LIMIT && !self.by_inode.contains_key(&(st.st_dev, st.st_ino)) {
+            return Err(f.unsupported(format!(
+                "deleted file of {size} bytes; cryo saves deleted files up to {GHOST_LIMIT} bytes"
+            )));
+        }
+        self.add_inode(st, file_id, || read_contents(f, size))
+    }
+
+    pub fn is_remapped(&self, file_id: u32) -> bool {
+        self.remaps.iter().any(|r| r.orig_id == file_id)
+    }
+
+    /// Links file `file_id` to the saved contents of the deleted inode `st`, reading them
+    /// (`read`) the first time that inode is seen.
+    fn add_inode(
+        &mut self,
+        st: &nix::sys::stat::FileStat,
+        file_id: u32,
+        read: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<()> {
         let key = (st.st_dev, st.st_ino);
         let gid = match self.by_inode.get(&key) {
             Some(&g) => g,
             None => {
-                let size = st.st_size as u64;
-                if size > GHOST_LIMIT {
-                    return Err(f.unsupported(format!(
-                        "deleted file of {size} bytes; cryo saves deleted files up to {GHOST_LIMIT} bytes"
-                    )));
-                }
-                let data = read_contents(f, size)?;
+                let data = read()?;
                 let g = self.files.len() as u32 + 1;
                 let tv = |s: i64, ns: i64| Timeval {
                     tv_sec: s as u64,
@@ -104,11 +165,13 @@ impl Ghosts {
                 g
             }
         };
-        self.remaps.push(RemapFilePathEntry {
-            orig_id: file_id,
-            remap_id: gid,
-            remap_type: Some(RemapType::Ghost as i32),
-        });
+        if !self.remaps.iter().any(|r| r.orig_id == file_id) {
+            self.remaps.push(RemapFilePathEntry {
+                orig_id: file_id,
+                remap_id: gid,
+                remap_type: Some(RemapType::Ghost as i32),
+            });
+        }
         Ok(())
     }
 
@@ -185,6 +248,10 @@ impl GhostRestorer {
             }
         }
         Ok(g)
+    }
+
+    pub fn is_ghost(&self, id: u32) -> bool {
+        self.remap.contains_key(&id)
     }
 
     /// Opens file `id` if it is a deleted one (recreating it on first use).
