@@ -343,6 +343,7 @@ fn main() {
         &root.join("test-containers/workloads/bin/fanout"),
         &["--procs", "100"],
     );
+    redis_bench(&cryo, &work, 100_000);
     log_cost(
         &cryo,
         &work,
@@ -481,4 +482,142 @@ fn shape_bench(cryo: &Path, work: &Path, title: &str, bin: &Path, args: &[&str])
         td.as_secs_f64() * 1e3,
         tr.as_secs_f64() * 1e3
     );
+}
+
+/// redis-server holding `keys` keys, with a client (this process) connected over TCP:
+/// dump (--tcp-established, the server is killed), restore, then the same connection
+/// must still answer DBSIZE with every key.
+fn redis_bench(cryo: &Path, work: &Path, keys: usize) {
+    use std::io::{BufRead, BufReader, Write};
+    let Some(server) = ["/usr/bin/redis-server", "/usr/sbin/redis-server"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        println!(
+            "\n## redis-server\n\nredis-server not installed: skipped (hack/setup.sh installs it)"
+        );
+        return;
+    };
+    let d = work.join("redis");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let mut cmd = Command::new(server);
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        d.to_str().unwrap(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // SAFETY: close_range and setsid are async-signal-safe; nothing else runs before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            libc::setsid();
+            Ok(())
+        });
+    }
+    #[allow(clippy::zombie_processes)] // reaped by PID below
+    let child = cmd.spawn().unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    let t = Instant::now();
+    let conn = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(_) if t.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("redis did not start: {e}"),
+        }
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut w = std::io::BufWriter::new(conn.try_clone().unwrap());
+    let mut r = BufReader::new(conn);
+    let mut line = String::new();
+    for i in 0..keys {
+        let (k, v) = (format!("key:{i}"), format!("value:{i}:{}", "x".repeat(32)));
+        write!(
+            w,
+            "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+            k.len(),
+            v.len()
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+    for _ in 0..keys {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+    }
+    let mut ask = |q: &str| -> String {
+        w.write_all(q.as_bytes()).unwrap();
+        w.flush().unwrap();
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        l.trim().to_string()
+    };
+    let before = ask("DBSIZE\r\n");
+    let img = d.join("img");
+    let (td, rss_d, err) = run_cryo(
+        cryo,
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            img.to_str().unwrap(),
+            "--tcp-established",
+            "-v2",
+        ],
+    );
+    reap_dumped(pid);
+    let frozen = err
+        .split("frozen ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or("?")
+        .to_string();
+    let (tr, rss_r, _) = run_cryo(
+        cryo,
+        &[
+            "restore",
+            "-d",
+            "-D",
+            img.to_str().unwrap(),
+            "--tcp-established",
+            "-v2",
+        ],
+    );
+    let after = ask("DBSIZE\r\n");
+    let verdict = if after == before && after == format!(":{keys}") {
+        "PASS (same connection, every key)".to_string()
+    } else {
+        format!("FAIL ({before} before, {after} after)")
+    };
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = waitpid(pid, None);
+    println!("\n## redis-server, {keys} keys, client connected through the checkpoint\n");
+    println!("| dump | frozen | restore | image | dump peak RSS | restore peak RSS | verified |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {:.0} ms | {frozen} ms | {:.0} ms | {:.1} MiB | {} MiB | {} MiB | {verdict} |",
+        td.as_secs_f64() * 1e3,
+        tr.as_secs_f64() * 1e3,
+        dir_size(&img) as f64 / MIB as f64,
+        rss_d / 1024,
+        rss_r / 1024
+    );
+    let _ = std::fs::remove_dir_all(&d);
 }
