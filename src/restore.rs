@@ -462,6 +462,12 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     drop(keep);
     drop(opener);
     wait_prepared(&rt, rep_r)?;
+    // SysV objects of the tree's ipc namespace, before any process attaches them.
+    if let Some(ipc) = &nsr.ipc {
+        namespaces::in_ns_of(pid, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
+            ipc.create()
+        })?;
+    }
     // Children first: no process runs on before its children are complete.
     for (img, plan) in imgs.iter().zip(&plans).rev() {
         if img.is_zombie() {
@@ -470,6 +476,11 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         let p = Pid::from_raw(nsr.outer(img.pstree.pid));
         let root = p.as_raw() == pid;
         rebuild(img, plan, p, !(root && opts.detach), &nsr)?;
+    }
+    if let Some(ipc) = nsr.ipc.as_ref().filter(|i| i.has_destroyed()) {
+        namespaces::in_ns_of(pid, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
+            ipc.remove_destroyed()
+        })?;
     }
     guard.armed = false;
     log::info!(pid = pid; "restored");
@@ -910,6 +921,10 @@ fn rebuild(
     };
     let mut reprotect = Vec::new();
     for v in img.mm.vmas.iter().filter(|v| !mm::is_special(v.status)) {
+        if v.status & mm::VMA_AREA_SYSVIPC != 0 {
+            crate::ipc::attach(&inj, v, &img.mm.vmas)?;
+            continue;
+        }
         let fill = has_pages(v);
         let prot = v.prot as u64 | if fill { libc::PROT_WRITE as u64 } else { 0 };
         let (fd, off, flags) = match map_idx.get(&(v.shmid as u32)) {

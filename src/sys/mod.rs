@@ -3,6 +3,7 @@
 //! wrappers and never touches raw pointers.
 
 pub mod fd;
+pub mod ipc;
 pub mod mem;
 pub mod pidfd;
 pub mod process;
