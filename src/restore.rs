@@ -298,6 +298,8 @@ struct ChildPlan {
     exe_idx: usize,
     /// Steps after the fds are in place (epoll registrations).
     late: Vec<files::Late>,
+    /// POSIX queue fds, opened by injected mq_open: (fd, name, flags, close-on-exec).
+    mq: Vec<(i32, String, u32, bool)>,
 }
 
 /// Kills and reaps the half-restored process unless the restore completed.
@@ -318,6 +320,15 @@ impl Drop for ChildGuard {
             while waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)).is_ok() {}
             log::warn!(pid = self.pids[0].as_raw(); "restore failed; processes removed");
         }
+    }
+}
+
+/// Removes the POSIX queues a failed restore created in the restorer's ipc namespace.
+struct MqGuard(Vec<String>);
+
+impl Drop for MqGuard {
+    fn drop(&mut self) {
+        files::mqueue::unlink(&self.0);
     }
 }
 
@@ -417,6 +428,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
     let max_fd = ours
         .chain(plans.iter().flat_map(|p| p.moves.iter().map(|m| m.1)))
+        .chain(plans.iter().flat_map(|p| p.mq.iter().map(|m| m.0)))
         .chain([go_r.as_raw_fd(), go_w.as_raw_fd(), rep_r.as_raw_fd(), 2])
         .max()
         .unwrap_or(2);
@@ -460,14 +472,25 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         .map_err(Error::io("write", "restore sync pipe"))?;
     // Our copies of the fds are the new processes' business now.
     drop(keep);
+    let mqueues = std::mem::take(&mut opener.mqueues);
     drop(opener);
     wait_prepared(&rt, rep_r)?;
-    // SysV objects of the tree's ipc namespace, before any process attaches them.
+    // SysV objects and POSIX queues of the tree's ipc namespace, before any process
+    // attaches or opens them.
     if let Some(ipc) = &nsr.ipc {
         namespaces::in_ns_of(pid, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
             ipc.create()
         })?;
     }
+    let _mq_guard = if mqueues.is_empty() {
+        None
+    } else {
+        let names = namespaces::in_ns_of(pid, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
+            mqueues.create()
+        })?;
+        // In a new ipc namespace they go with it; in ours a failed restore removes them.
+        (nsr.clone_flags & libc::CLONE_NEWIPC as u64 == 0).then(|| MqGuard(names))
+    };
     // Children first: no process runs on before its children are complete.
     for (img, plan) in imgs.iter().zip(&plans).rev() {
         if img.is_zombie() {
@@ -483,6 +506,9 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         })?;
     }
     guard.armed = false;
+    if let Some(mut g) = _mq_guard {
+        g.0.clear();
+    }
     log::info!(pid = pid; "restored");
     if let Some(p) = &opts.pidfile {
         std::fs::write(p, format!("{pid}\n")).map_err(Error::io("write", p))?;
@@ -574,7 +600,13 @@ fn prepare(
         }
     }
     let mut moves = Vec::new();
+    let mut mq = Vec::new();
     for fi in &img.fdinfo {
+        let cloexec = fi.flags & libc::FD_CLOEXEC as u32 != 0;
+        if let Some((name, flags)) = opener.mqueues.file(fi.id) {
+            mq.push((fi.fd as i32, name, flags, cloexec));
+            continue;
+        }
         // One open file description per file id, shared across fds and processes.
         let src = opener.open(fi.id)?;
         moves.push((src, fi.fd as i32, fi.flags & libc::FD_CLOEXEC as u32 != 0));
@@ -613,6 +645,7 @@ fn prepare(
         shm_idx,
         exe_idx,
         late,
+        mq,
     })
 }
 
@@ -979,6 +1012,26 @@ fn rebuild(
         libc::SYS_prctl,
         &[libc::PR_SET_MM as u64, 14, map_addr, map.len() as u64, 0],
     )?;
+
+    // POSIX queue fds: opened by the process itself, in its ipc namespace.
+    for (fd, name, flags, cloexec) in &plan.mq {
+        let mut b = name.as_bytes().to_vec();
+        b.push(0);
+        let addr = inj.put(12288, &b)?;
+        // mq_open always sets FD_CLOEXEC.
+        let tmp = inj.call("mq_open", libc::SYS_mq_open, &[addr, *flags as u64, 0, 0])?;
+        if tmp != *fd as u64 {
+            let fl = if *cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            inj.call("dup3", libc::SYS_dup3, &[tmp, *fd as u64, fl])?;
+            inj.call("close", libc::SYS_close, &[tmp])?;
+        } else if !cloexec {
+            inj.call(
+                "fcntl(F_SETFD)",
+                libc::SYS_fcntl,
+                &[tmp, libc::F_SETFD as u64, 0],
+            )?;
+        }
+    }
 
     // Process-wide signal and task state (leader).
     let tc = img.core.tc.clone().unwrap_or_default();
