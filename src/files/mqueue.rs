@@ -43,7 +43,7 @@ const KIND: Kind = Kind {
 /// Whether fd `f` is a POSIX message queue.
 pub fn is_mqueue(f: &Fd) -> bool {
     let p = format!("/proc/{}/fd/{}", f.pid, f.fd);
-    nix::sys::statfs::statfs(p.as_str()).is_ok_and(|s| s.filesystem_type().0 as i64 == MQUEUE_MAGIC)
+    nix::sys::statfs::statfs(p.as_str()).is_ok_and(|s| s.filesystem_type().0 == MQUEUE_MAGIC)
 }
 
 #[derive(Debug, Default)]
