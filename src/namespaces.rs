@@ -14,7 +14,9 @@
 //!
 //! Restore creates the root with the recorded `CLONE_NEW*` flags; the root, still
 //! running cryo's code (`enter`), makes its mount tree private, mounts a fresh proc
-//! on /proc, and sets hostname, domain name and the IPC sysctls.
+//! on /proc, and sets hostname, domain name and the IPC sysctls. The SysV objects of
+//! a tree's own ipc namespace are read and recreated by `crate::ipc`, from a thread
+//! that joins the namespace (`in_ns_of`).
 
 use crate::dump::CRYO_FORMAT_VERSION;
 use crate::error::{Error, Result};

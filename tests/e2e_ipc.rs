@@ -142,3 +142,51 @@ fn host_namespace_segment_is_refused() {
     assert_eq!(tracer(pid), Some(0), "still traced");
     env.verify(pid);
 }
+
+/// The same objects in a tree that also has its own pid namespace (the root is pid 1,
+/// as under `unshare --fork --pid --mount-proc --ipc`).
+#[test]
+fn sysv_objects_in_pid_namespace() {
+    let env = Env::new("sysvipc-pidns");
+    let mut cmd = Command::new("unshare");
+    // setsid: pid 1 of the namespace leads its own session, as cryo requires.
+    cmd.args([
+        "--fork",
+        "--kill-child",
+        "--pid",
+        "--mount-proc",
+        "--ipc",
+        "setsid",
+    ])
+    .arg(workload_bin("sysvipc"))
+    .arg("--out")
+    .arg(env.path("out"))
+    .arg("--ready")
+    .arg(env.path("ready"))
+    .args(["--mq", "1"]);
+    let unshare = env.spawn(cmd, true);
+    wait_for(&env.path("ready"), Duration::from_secs(60));
+    let kids = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+        .unwrap_or_default();
+    let pid = Pid::from_raw(kids.split_whitespace().next().unwrap().parse().unwrap());
+    let _c = Cleanup(pid);
+    let out = run_cryo(
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            env.images().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    nix::sys::wait::waitpid(unshare, None).expect("reap unshare");
+    reap_zombies();
+    env.restore(pid, &[]);
+    env.verify(pid);
+}
