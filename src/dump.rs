@@ -469,6 +469,7 @@ fn collect(
         }
     }
     shm.tag(pid, &mut vma_entries)?;
+    crate::ipc::check_attachments(pid, &vma_entries, ns.ipc_segments().as_ref(), blockers);
     let exe = proc::read_link(pid, "exe")?;
     let exe_id = ids.add_mapped(&exe, libc::O_RDONLY as u32);
     let auxv = proc::parse_auxv(&proc::read_bytes(pid, "auxv")?);

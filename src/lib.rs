@@ -13,6 +13,7 @@ pub mod dump;
 pub mod error;
 pub mod files;
 pub mod image;
+pub mod ipc;
 pub mod logging;
 pub mod mm;
 pub mod namespaces;

@@ -16,6 +16,8 @@ pub const VMA_FILE_PRIVATE: u32 = 1 << 6;
 pub const VMA_FILE_SHARED: u32 = 1 << 7;
 pub const VMA_ANON_SHARED: u32 = 1 << 8;
 pub const VMA_ANON_PRIVATE: u32 = 1 << 9;
+/// A SysV shared memory attachment (`shmid` = segment id; see `ipc`).
+pub const VMA_AREA_SYSVIPC: u32 = 1 << 10;
 pub const VMA_AREA_VVAR: u32 = 1 << 12;
 
 pub const PAGE_SIZE: u64 = 4096;
@@ -105,10 +107,10 @@ pub fn vma_entry(
                 memfd,
                 deleted,
             });
-        } else if v.name == "/dev/zero (deleted)" || (v.shared && v.name.starts_with("/SYSV")) {
-            if v.name.starts_with("/SYSV") {
-                return Err(unsupported("SysV shared memory is not supported yet"));
-            }
+        } else if v.shared && v.name.starts_with("/SYSV") {
+            // The inode number of a SysV segment's file is its id (ipc/shm.c).
+            status |= VMA_AREA_SYSVIPC;
+        } else if v.name == "/dev/zero (deleted)" {
             status |= VMA_ANON_SHARED;
             flags |= libc::MAP_ANONYMOUS as u32;
         } else if v.name.ends_with(" (deleted)") {
@@ -141,18 +143,29 @@ pub fn vma_entry(
     let entry = VmaEntry {
         start: v.start,
         end: v.end,
-        pgoff: if file.is_some() || status & VMA_ANON_SHARED != 0 {
+        pgoff: if file.is_some() || status & (VMA_ANON_SHARED | VMA_AREA_SYSVIPC) != 0 {
             v.pgoff
         } else {
             0
         },
-        shmid: 0,
+        shmid: if status & VMA_AREA_SYSVIPC != 0 {
+            v.inode
+        } else {
+            0
+        },
         prot: v.prot,
         flags,
         status,
         fd: -1,
         madv: (madv != 0).then_some(madv),
-        fdflags: None,
+        // SysV attachments: O_RDONLY if attached with SHM_RDONLY (it may never write).
+        fdflags: (status & VMA_AREA_SYSVIPC != 0).then(|| {
+            if v.has_flag("mw") {
+                libc::O_RDWR as u32
+            } else {
+                libc::O_RDONLY as u32
+            }
+        }),
     };
     Ok((entry, file))
 }
@@ -282,7 +295,9 @@ mod tests {
         );
         let (_, f) = vma_entry(1, &vma("/memfd:m (deleted)", true, 9, &[]), 0, (0, 0)).unwrap();
         assert!(f.unwrap().memfd);
-        assert!(vma_entry(1, &vma("/SYSV00000001 (deleted)", true, 9, &[]), 0, (0, 0)).is_err());
+        let (e, f) =
+            vma_entry(1, &vma("/SYSV00000001 (deleted)", true, 9, &[]), 0, (0, 0)).unwrap();
+        assert!(e.status & VMA_AREA_SYSVIPC != 0 && f.is_none());
         let (e, _) = vma_entry(1, &vma("[vdso]", false, 0, &[]), 0, (0, 0)).unwrap();
         assert!(is_special(e.status));
     }

@@ -14,7 +14,9 @@
 //!
 //! Restore creates the root with the recorded `CLONE_NEW*` flags; the root, still
 //! running cryo's code (`enter`), makes its mount tree private, mounts a fresh proc
-//! on /proc, and sets hostname, domain name and the IPC sysctls.
+//! on /proc, and sets hostname, domain name and the IPC sysctls. The SysV objects of
+//! a tree's own ipc namespace are read and recreated by `crate::ipc`, from a thread
+//! that joins the namespace (`in_ns_of`).
 
 use crate::dump::CRYO_FORMAT_VERSION;
 use crate::error::{Error, Result};
@@ -225,12 +227,14 @@ pub struct TreeNs {
     root_ids: NsIds,
     uts: Option<UtsnsEntry>,
     ipc: Option<IpcVarEntry>,
+    /// The SysV objects of the tree's own ipc namespace.
+    ipc_objs: Option<crate::ipc::Objects>,
 }
 
 /// Runs `f` in a short-lived thread that has joined namespace `kind` of `pid` (uts and
 /// ipc can be joined by one thread of a process; cryo's other threads stay where they
 /// are). The thread ends with `f`, and its namespaces with it.
-fn in_ns_of<T: Send>(
+pub(crate) fn in_ns_of<T: Send>(
     pid: i32,
     kind: &str,
     flag: CloneFlags,
@@ -270,19 +274,8 @@ fn sysctl_u64(path: &str) -> Result<u64> {
         })
 }
 
-const IPC_KNOBS: [&str; 3] = ["shm", "msg", "sem"];
-
-/// The IPC namespace sysctls as seen by the calling thread, and the SysV objects the
-/// namespace holds (restoring those is not implemented yet: the dump is refused).
-fn dump_ipc_vars() -> Result<(IpcVarEntry, Vec<String>)> {
-    let mut objects = Vec::new();
-    for k in IPC_KNOBS {
-        let path = format!("/proc/sysvipc/{k}");
-        let n = read_sysctl(&path)?.lines().count().saturating_sub(1);
-        if n > 0 {
-            objects.push(format!("{n} SysV {k} object(s)"));
-        }
-    }
+/// The IPC namespace sysctls as seen by the calling thread.
+fn dump_ipc_vars() -> Result<IpcVarEntry> {
     let k = |n: &str| sysctl_u64(&format!("/proc/sys/kernel/{n}"));
     let mq = |n: &str| sysctl_u64(&format!("/proc/sys/fs/mqueue/{n}"));
     let sem: Vec<u32> = read_sysctl("/proc/sys/kernel/sem")?
@@ -308,7 +301,7 @@ fn dump_ipc_vars() -> Result<(IpcVarEntry, Vec<String>)> {
         sem_next_id: k("sem_next_id").ok().map(|v| v as u32),
         shm_next_id: k("shm_next_id").ok().map(|v| v as u32),
     };
-    Ok((v, objects))
+    Ok(v)
 }
 
 /// Checks and records the namespaces of a frozen tree: `tree` lists each process (pid
@@ -447,18 +440,14 @@ pub fn dump_tree(tree: &[(i32, Vec<i32>)]) -> Result<TreeNs> {
     }
     if root_ids.ipc != mine.ipc {
         ns.clone_flags |= CLONE_NEWIPC;
-        let (v, objects) = in_ns_of(root, "ipc", CloneFlags::CLONE_NEWIPC, dump_ipc_vars)?;
-        if !objects.is_empty() {
-            problems.push((
-                root,
-                format!(
-                    "ipc namespace [{}] holds {} (not supported yet)",
-                    root_ids.ipc,
-                    objects.join(", ")
-                ),
-            ));
-        }
+        // The sysctls first: the objects' reading must not move the *_next_id knobs.
+        let (v, objs) = in_ns_of(root, "ipc", CloneFlags::CLONE_NEWIPC, || {
+            let v = dump_ipc_vars()?;
+            let o = crate::ipc::dump_objects(v.msg_ctlmax.max(8192) as usize)?;
+            Ok((v, o))
+        })?;
         ns.ipc = Some(v);
+        ns.ipc_objs = Some(objs);
     }
     if root_ids.mnt != mine.mnt {
         ns.clone_flags |= CLONE_NEWNS;
@@ -504,6 +493,12 @@ impl TreeNs {
         }
     }
 
+    /// SysV segments of the tree's own ipc namespace (id → (key, size)); `None` when
+    /// the tree shares cryo's ipc namespace.
+    pub fn ipc_segments(&self) -> Option<HashMap<u32, (u32, u64)>> {
+        self.ipc_objs.as_ref().map(|o| o.segments())
+    }
+
     /// Fills the namespace ids of process `pid` into its kobj ids.
     pub fn fill_ids(&self, pid: i32, k: &mut TaskKobjIdsEntry) {
         let ids = self.ids.get(&pid).copied().unwrap_or(self.root_ids);
@@ -529,6 +524,9 @@ impl TreeNs {
                 image::IPC_VAR,
                 v,
             )?;
+        }
+        if let Some(o) = &self.ipc_objs {
+            o.write(dir, self.root_ids.ipc)?;
         }
         let mut pids: Vec<NsPidEntry> = if self.clone_flags & CLONE_NEWPID != 0 {
             self.vpids
@@ -575,6 +573,8 @@ pub struct RestoreNs {
     /// Pid in the tree's pid namespace → pid in the restorer's (CLONE_NEWPID only).
     outer: HashMap<u32, i32>,
     pub child: ChildNs,
+    /// SysV objects to create in the new ipc namespace.
+    pub ipc: Option<crate::ipc::Restore>,
 }
 
 fn invalid(dir: &ImageDir, name: &str, msg: impl Into<String>) -> Error {
@@ -694,6 +694,12 @@ pub fn load(dir: &ImageDir, tree: &[&PstreeEntry]) -> Result<RestoreNs> {
         let id = ids()?.ipc_ns_id.unwrap_or(0);
         let v: IpcVarEntry = dir.read_one(&format!("ipcns-var-{id}.img"), image::IPC_VAR)?;
         ns.child.ipc_vars = ipc_var_writes(&v);
+        let next = vec![
+            ("shm", v.shm_next_id.unwrap_or(u32::MAX)),
+            ("sem", v.sem_next_id.unwrap_or(u32::MAX)),
+            ("msg", v.msg_next_id.unwrap_or(u32::MAX)),
+        ];
+        ns.ipc = Some(crate::ipc::load(dir, id, next)?);
     }
     ns.child.new_mnt = e.clone_flags & CLONE_NEWNS != 0;
     ns.child.mount_proc = ns.child.new_mnt && e.mount_proc == Some(true);

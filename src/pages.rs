@@ -40,7 +40,9 @@ pub fn runs_to_dump(
     stats: &mut Stats,
 ) -> Result<Vec<(u64, u64)>> {
     // Shared memory is dumped once per object (shmem), not per process.
-    if mm::is_special(vma.status) || vma.status & (mm::VMA_FILE_SHARED | mm::VMA_ANON_SHARED) != 0 {
+    if mm::is_special(vma.status)
+        || vma.status & (mm::VMA_FILE_SHARED | mm::VMA_ANON_SHARED | mm::VMA_AREA_SYSVIPC) != 0
+    {
         return Ok(Vec::new());
     }
     let file_private = vma.status & mm::VMA_FILE_PRIVATE != 0;

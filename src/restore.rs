@@ -300,6 +300,8 @@ struct ChildPlan {
     late: Vec<files::Late>,
     /// (fd on the slave, foreground group): this session leader's controlling terminal.
     ctty: Option<(i32, i32)>,
+    /// POSIX queue fds, opened by injected mq_open: (fd, name, flags, close-on-exec).
+    mq: Vec<(i32, String, u32, bool)>,
 }
 
 /// Kills and reaps the half-restored process unless the restore completed.
@@ -320,6 +322,15 @@ impl Drop for ChildGuard {
             while waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)).is_ok() {}
             log::warn!(pid = self.pids[0].as_raw(); "restore failed; processes removed");
         }
+    }
+}
+
+/// Removes the POSIX queues a failed restore created in the restorer's ipc namespace.
+struct MqGuard(Vec<String>);
+
+impl Drop for MqGuard {
+    fn drop(&mut self) {
+        files::mqueue::unlink(&self.0);
     }
 }
 
@@ -424,6 +435,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
     let max_fd = ours
         .chain(plans.iter().flat_map(|p| p.moves.iter().map(|m| m.1)))
+        .chain(plans.iter().flat_map(|p| p.mq.iter().map(|m| m.0)))
         .chain([go_r.as_raw_fd(), go_w.as_raw_fd(), rep_r.as_raw_fd(), 2])
         .max()
         .unwrap_or(2);
@@ -470,11 +482,27 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     let sk_files = opener.unix.take_created();
     let tcp = opener.inet.take_pending();
     drop(keep);
+    let mqueues = std::mem::take(&mut opener.mqueues);
     drop(opener);
     wait_prepared(&rt, rep_r)?;
+    // SysV objects and POSIX queues of the tree's ipc namespace, before any process
+    // attaches or opens them.
+    if let Some(ipc) = &nsr.ipc {
+        namespaces::in_ns_of(pid, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
+            ipc.create()
+        })?;
+    }
+    let _mq_guard = if mqueues.is_empty() {
+        None
+    } else {
+        let names = namespaces::in_ns_of(pid, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
+            mqueues.create()
+        })?;
+        // In a new ipc namespace they go with it; in ours a failed restore removes them.
+        (nsr.clone_flags & libc::CLONE_NEWIPC as u64 == 0).then(|| MqGuard(names))
+    };
     tcp.finish()?;
-    // Children first: no process runs on before its children are complete.
-    // Every process is rebuilt before any runs (a session's foreground group, for one,
+    // Children first; every process is rebuilt before any runs (a session's foreground group, for one,
     // is set by its leader after the members are rebuilt), then all are let go at once.
     let mut threads = Vec::new();
     for (img, plan) in imgs.iter().zip(&plans).rev() {
@@ -488,8 +516,16 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     for t in threads {
         raw::detach(t, 0).map_err(Error::sys("PTRACE_DETACH", t.as_raw()))?;
     }
+    if let Some(ipc) = nsr.ipc.as_ref().filter(|i| i.has_destroyed()) {
+        namespaces::in_ns_of(pid, "ipc", nix::sched::CloneFlags::CLONE_NEWIPC, || {
+            ipc.remove_destroyed()
+        })?;
+    }
     guard.armed = false;
     sk_files.disarm();
+    if let Some(mut g) = _mq_guard {
+        g.0.clear();
+    }
     log::info!(pid = pid; "restored");
     if let Some(p) = &opts.pidfile {
         std::fs::write(p, format!("{pid}\n")).map_err(Error::io("write", p))?;
@@ -587,7 +623,13 @@ fn prepare(
         }
     }
     let mut moves = Vec::new();
+    let mut mq = Vec::new();
     for fi in &img.fdinfo {
+        let cloexec = fi.flags & libc::FD_CLOEXEC as u32 != 0;
+        if let Some((name, flags)) = opener.mqueues.file(fi.id) {
+            mq.push((fi.fd as i32, name, flags, cloexec));
+            continue;
+        }
         // One open file description per file id, shared across fds and processes.
         let src = opener.open(fi.id)?;
         moves.push((src, fi.fd as i32, fi.flags & libc::FD_CLOEXEC as u32 != 0));
@@ -630,6 +672,7 @@ fn prepare(
         exe_idx,
         late,
         ctty,
+        mq,
     })
 }
 
@@ -939,6 +982,10 @@ fn rebuild(
     };
     let mut reprotect = Vec::new();
     for v in img.mm.vmas.iter().filter(|v| !mm::is_special(v.status)) {
+        if v.status & mm::VMA_AREA_SYSVIPC != 0 {
+            crate::ipc::attach(&inj, v, &img.mm.vmas)?;
+            continue;
+        }
         let fill = has_pages(v);
         let prot = v.prot as u64 | if fill { libc::PROT_WRITE as u64 } else { 0 };
         let (fd, off, flags) = match map_idx.get(&(v.shmid as u32)) {
@@ -993,6 +1040,26 @@ fn rebuild(
         libc::SYS_prctl,
         &[libc::PR_SET_MM as u64, 14, map_addr, map.len() as u64, 0],
     )?;
+
+    // POSIX queue fds: opened by the process itself, in its ipc namespace.
+    for (fd, name, flags, cloexec) in &plan.mq {
+        let mut b = name.as_bytes().to_vec();
+        b.push(0);
+        let addr = inj.put(12288, &b)?;
+        // mq_open always sets FD_CLOEXEC.
+        let tmp = inj.call("mq_open", libc::SYS_mq_open, &[addr, *flags as u64, 0, 0])?;
+        if tmp != *fd as u64 {
+            let fl = if *cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            inj.call("dup3", libc::SYS_dup3, &[tmp, *fd as u64, fl])?;
+            inj.call("close", libc::SYS_close, &[tmp])?;
+        } else if !cloexec {
+            inj.call(
+                "fcntl(F_SETFD)",
+                libc::SYS_fcntl,
+                &[tmp, libc::F_SETFD as u64, 0],
+            )?;
+        }
+    }
 
     // Process-wide signal and task state (leader).
     let tc = img.core.tc.clone().unwrap_or_default();

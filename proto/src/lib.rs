@@ -180,6 +180,9 @@ pub mod magic {
     /// `cryo-ns.img`: the tree's namespaces relative to the dumping cryo
     /// (`cryo::CryoHeadEntry`, then `cryo::NsTreeEntry`). Not a CRIU image.
     pub const CRYO_NS: u32 = 0x4352_5902;
+    /// `cryo-mqueue.img`: POSIX message queues (`cryo::CryoHeadEntry`, then
+    /// `cryo::MqImage`). Not a CRIU image.
+    pub const CRYO_MQUEUE: u32 = 0x4352_5910;
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod inet;
 pub mod inotify;
 pub mod locks;
 pub mod memfd;
+pub mod mqueue;
 pub mod pipe;
 pub mod reg;
 pub mod signalfd;
@@ -63,6 +64,7 @@ pub struct FileIds {
     pub pipes: pipe::DumpState,
     pub ghosts: reg::Ghosts,
     pub memfds: memfd::DumpState,
+    pub mqueues: mqueue::DumpState,
     pub unix: unix::DumpState,
     pub inet: inet::DumpState,
     pub locks: locks::DumpState,
@@ -177,6 +179,7 @@ impl FileIds {
         self.pipes.write(dir)?;
         self.ghosts.write(dir)?;
         self.memfds.write(dir)?;
+        self.mqueues.write(dir)?;
         self.unix.write(dir)?;
         self.inet.write(dir)?;
         self.locks.write(dir)?;
@@ -269,6 +272,9 @@ fn dump_one(f: &Fd, ids: &mut FileIds) -> Result<u32> {
     }
     if !t.starts_with('/') {
         return Err(f.unsupported("this kind of fd is not supported yet"));
+    }
+    if mqueue::is_mqueue(f) {
+        return mqueue::dump(f, ids);
     }
     reg::dump(f, ids)
 }
@@ -399,6 +405,8 @@ pub struct Opener<'a> {
     pipes: pipe::Restorer,
     ghosts: reg::GhostRestorer,
     memfds: memfd::Restorer,
+    /// POSIX queues: created in the tree's ipc namespace, opened by each process.
+    pub mqueues: mqueue::Restorer,
     pub unix: unix::Restorer,
     pub inet: inet::Restorer,
     locks: locks::Restorer,
@@ -423,6 +431,7 @@ impl<'a> Opener<'a> {
             pipes: pipe::Restorer::load(dir)?,
             ghosts: reg::GhostRestorer::load(dir, files)?,
             memfds: memfd::Restorer::load(dir)?,
+            mqueues: mqueue::Restorer::load(dir)?,
             unix: unix::Restorer::load(dir)?,
             inet: inet::Restorer::load(dir)?,
             locks: locks::Restorer::load(dir)?,

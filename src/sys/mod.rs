@@ -4,6 +4,7 @@
 
 pub mod fd;
 pub mod inet;
+pub mod ipc;
 pub mod mem;
 pub mod net;
 pub mod pidfd;
