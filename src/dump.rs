@@ -219,8 +219,21 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     let t0 = Instant::now();
     let (mut tree, zombies) = seize_tree(Pid::from_raw(pid))?;
     fault_point("dump-after-seize")?;
-    check_sessions(&tree, &zombies, opts)?;
-    let ns = namespaces::dump_tree(
+    // Everything cryo cannot dump is collected in `blockers` (sessions, namespaces, each
+    // process's mappings and fds) and reported at once, before any memory is read or
+    // image written; only what makes further inspection unsafe stops at once.
+    let mut blockers = Vec::new();
+    let refused = |r: Result<()>, blockers: &mut Vec<String>| -> Result<()> {
+        match r {
+            Err(Error::Unsupported { pid, what, why }) => {
+                blockers.push(format!("pid {pid} {what}: {why}"));
+                Ok(())
+            }
+            r => r,
+        }
+    };
+    refused(check_sessions(&tree, &zombies, opts), &mut blockers)?;
+    let (ns, ns_problems) = namespaces::dump_tree(
         &tree
             .iter()
             .map(|s| {
@@ -231,22 +244,20 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
             })
             .collect::<Vec<_>>(),
     )?;
+    blockers.extend(ns_problems);
     if ns.clone_flags & libc::CLONE_NEWPID as u64 != 0 {
-        if let Some(z) = zombies.first() {
-            return Err(Error::Unsupported {
-                pid: z.pstree.pid as i32,
-                what: "a zombie in a tree with its own pid namespace".into(),
-                why: "not supported yet".into(),
-            });
+        for z in &zombies {
+            blockers.push(format!(
+                "pid {} zombie: a zombie in a tree with its own pid namespace is not supported yet",
+                z.pstree.pid
+            ));
         }
     }
 
-    // All state but memory first, for the whole tree: everything cryo cannot dump is
-    // found in this pass and reported at once, before any image is written.
+    // All state but memory, for the whole tree.
     let mut ids = FileIds::new(opts.fds);
     let mut shm = shmem::Registry::default();
     let mut tasks = Vec::with_capacity(tree.len());
-    let mut blockers = Vec::new();
     for (i, seized) in tree.iter_mut().enumerate() {
         tasks.push(collect(
             seized,
@@ -257,7 +268,20 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
             &mut blockers,
         )?);
     }
+    // With the subreaper flags known: can the tree be rebuilt?
+    let entries: Vec<_> = tasks
+        .iter()
+        .map(|t| (t.pstree.clone(), &t.cores[0]))
+        .chain(zombies.iter().map(|z| (z.pstree.clone(), &z.core)))
+        .collect();
+    refused(
+        pstree::check(&pstree::tasks_of(&entries), opts.shell_job),
+        &mut blockers,
+    )?;
     ids.finish(&mut blockers);
+    // The session check runs before and after collection: say each problem once.
+    let mut seen = std::collections::HashSet::new();
+    blockers.retain(|b| seen.insert(b.clone()));
     if !blockers.is_empty() {
         return Err(Error::Blocked { blockers });
     }
@@ -272,13 +296,6 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
         stats.pages.pages_zero += st.pages.pages_zero;
         stats.pages.pages_written += st.pages.pages_written;
     }
-    // With the subreaper flags known: can the tree be rebuilt?
-    let entries: Vec<_> = tasks
-        .iter()
-        .map(|t| (t.pstree.clone(), &t.cores[0]))
-        .chain(zombies.iter().map(|z| (z.pstree.clone(), &z.core)))
-        .collect();
-    pstree::check(&pstree::tasks_of(&entries), opts.shell_job)?;
     let shm_stats = shm.dump(&dir, tasks.len() as u32 + 1)?;
     stats.pages.pages_written += shm_stats.pages_written;
     stats.pages.pages_zero += shm_stats.pages_zero;

@@ -306,8 +306,9 @@ fn dump_ipc_vars() -> Result<IpcVarEntry> {
 
 /// Checks and records the namespaces of a frozen tree: `tree` lists each process (pid
 /// in cryo's namespace, root first) with its threads. Every unsupported arrangement is
-/// reported at once, each naming the task, the namespace and why.
-pub fn dump_tree(tree: &[(i32, Vec<i32>)]) -> Result<TreeNs> {
+/// returned as a blocker line (naming the task, the namespace and why), to be reported
+/// with the tree's other blockers.
+pub fn dump_tree(tree: &[(i32, Vec<i32>)]) -> Result<(TreeNs, Vec<String>)> {
     let root = tree
         .first()
         .map(|t| t.0)
@@ -467,19 +468,12 @@ pub fn dump_tree(tree: &[(i32, Vec<i32>)]) -> Result<TreeNs> {
             )),
         }
     }
-    if let Some((pid, _)) = problems.first() {
-        let why: Vec<String> = problems
-            .iter()
-            .map(|(p, w)| format!("pid {p}: {w}"))
-            .collect();
-        return Err(Error::Unsupported {
-            pid: *pid,
-            what: "namespaces".into(),
-            why: why.join("; "),
-        });
-    }
-    log::info!(pid = root, clone_flags = ns.clone_flags, mount_proc = ns.mount_proc, us = t0.elapsed().as_micros() as u64; "namespaces recorded");
-    Ok(ns)
+    log::info!(pid = root, clone_flags = ns.clone_flags, mount_proc = ns.mount_proc, problems = problems.len(), us = t0.elapsed().as_micros() as u64; "namespaces recorded");
+    let problems = problems
+        .into_iter()
+        .map(|(p, w)| format!("pid {p} namespaces: {w}"))
+        .collect();
+    Ok((ns, problems))
 }
 
 impl TreeNs {

@@ -78,7 +78,7 @@ fn shell_pipeline_mid_stream() {
 }
 
 /// Everything the dump cannot handle is reported in one error, across the tree (pid and
-/// fd of each), and the tree runs on untouched.
+/// fd of each, and a child's own net namespace), and the tree runs on untouched.
 #[test]
 fn every_blocker_listed_at_once() {
     let env = Env::new("blockers");
@@ -92,6 +92,8 @@ os.dup2(nl.fileno(), 20)
 pk = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
 os.dup2(pk.fileno(), 21)
 if os.fork() == 0:
+    import ctypes
+    assert ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0  # CLONE_NEWNET
     nl2 = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
     os.dup2(nl2.fileno(), 30)
     open("{ready}.child", "w").close()
@@ -113,6 +115,7 @@ while True: time.sleep(1)
         format!("pid {pid} fd 20"),
         format!("pid {pid} fd 21"),
         format!("pid {child} fd 30"),
+        format!("pid {child} namespaces: net"),
     ] {
         assert!(err.contains(&want), "{want:?} missing from: {err}");
     }
