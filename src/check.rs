@@ -44,6 +44,12 @@ pub fn probe_all() -> Vec<Probe> {
     let pidfd = sys::pidfd::pidfd_open(me)
         .is_ok_and(|fd| sys::pidfd::pidfd_getfd(std::os::fd::AsFd::as_fd(&fd), 0).is_ok());
     let soft_dirty = sys::has_soft_dirty();
+    // TCP_REPAIR needs CAP_NET_ADMIN (and CONFIG_CHECKPOINT_RESTORE's sibling options).
+    let tcp_repair = sys::inet::socket(libc::AF_INET, libc::SOCK_STREAM, 0).is_ok_and(|s| {
+        sys::inet::setsockopt_int(s.as_fd(), libc::IPPROTO_TCP, sys::inet::TCP_REPAIR, 1).is_ok()
+    });
+    let tfd_ticks = sys::fd::timerfd_create(libc::CLOCK_MONOTONIC, 0)
+        .is_ok_and(|t| sys::fd::timerfd_set_ticks(t.as_fd(), 1).is_ok());
     vec![
         Probe {
             name: "clone3 with set_tid",
@@ -86,6 +92,16 @@ pub fn probe_all() -> Vec<Probe> {
             consequence: "POSIX timers cannot be restored with their ids (needs Linux 6.14)",
         },
         Probe {
+            name: "TCP_REPAIR",
+            present: tcp_repair,
+            consequence: "established TCP connections cannot be dumped (--tcp-established)",
+        },
+        Probe {
+            name: "TFD_IOC_SET_TICKS",
+            present: tfd_ticks,
+            consequence: "a timerfd's unread expirations are lost on restore",
+        },
+        Probe {
             name: "soft-dirty page tracking",
             present: soft_dirty,
             consequence: "none: cryo tracks written pages with userfaultfd WP-async instead",
@@ -105,6 +121,8 @@ pub fn run() -> bool {
             if !p.name.starts_with("soft-dirty")
                 && !p.name.starts_with("userfaultfd")
                 && !p.name.starts_with("PR_TIMER")
+                && !p.name.starts_with("TCP_REPAIR")
+                && !p.name.starts_with("TFD_")
             {
                 ok = false;
             }
