@@ -21,6 +21,10 @@
 //! in the group). A zombie runs like a task until it is in its session and group, then
 //! exits with its recorded status; its parent waits for that (`waitid(WNOWAIT)`, so it
 //! stays a zombie) and discards the SIGCHLD, which the original had already received.
+//!
+//! In a tree with its own pid namespace, pids here are the namespace's (the root is 1);
+//! the namespace's init adopts orphans like a child subreaper (`Task::init`), and the
+//! restorer maps the host pids it sees to these (`restore::wait_prepared`).
 
 use crate::error::{Error, Result};
 use crate::sys::process as sysproc;

@@ -2,6 +2,8 @@
 //! `unshare --fork --pid --mount-proc --uts --ipc`) is dumped by its host pid and comes
 //! back with the same pids inside (root = 1) and outside, its hostname, domain name and
 //! IPC sysctls, and a proc of its own on /proc; the `pidns` workload checks all of it.
+//! The `nszombie` workload (pid 1 of its namespace) adds zombies, a group whose leader
+//! exited and orphans of a dead session leader adopted by pid 1.
 //! Trees in namespaces cryo cannot restore are refused, naming task and namespace.
 
 mod common;
