@@ -217,7 +217,7 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     let dir = ImageDir::create(&opts.dir)?;
     let _block = BlockTermSignals::new();
     let t0 = Instant::now();
-    let (mut tree, zombies) = seize_tree(Pid::from_raw(pid))?;
+    let (mut tree, mut zombies) = seize_tree(Pid::from_raw(pid))?;
     fault_point("dump-after-seize")?;
     // Everything cryo cannot dump is collected in `blockers` (sessions, namespaces, each
     // process's mappings and fds) and reported at once, before any memory is read or
@@ -243,15 +243,19 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
                 )
             })
             .collect::<Vec<_>>(),
+        &zombies
+            .iter()
+            .map(|z| z.pstree.pid as i32)
+            .collect::<Vec<_>>(),
     )?;
     blockers.extend(ns_problems);
-    if ns.clone_flags & libc::CLONE_NEWPID as u64 != 0 {
-        for z in &zombies {
-            blockers.push(format!(
-                "pid {} zombie: a zombie in a tree with its own pid namespace is not supported yet",
-                z.pstree.pid
-            ));
-        }
+    // Zombies by their pids in the tree's namespace, as the live tasks (`collect`).
+    for z in &mut zombies {
+        let e = &mut z.pstree;
+        let (pgid, sid) = ns.pgid_sid(e.pid as i32, e.pgid as i32, e.sid as i32);
+        e.pid = ns.vpid(e.pid as i32) as u32;
+        e.ppid = ns.vpid(e.ppid as i32) as u32;
+        (e.pgid, e.sid) = (pgid as u32, sid as u32);
     }
 
     // All state but memory, for the whole tree.
@@ -274,8 +278,10 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
         .map(|t| (t.pstree.clone(), &t.cores[0]))
         .chain(zombies.iter().map(|z| (z.pstree.clone(), &z.core)))
         .collect();
+    let mut ptasks = pstree::tasks_of(&entries);
+    ptasks[0].init = ns.own_pidns();
     refused(
-        pstree::check(&pstree::tasks_of(&entries), opts.shell_job),
+        pstree::check(&ptasks, opts.shell_job, &|p| ns.alive(p)),
         &mut blockers,
     )?;
     ids.finish(&mut blockers);
@@ -393,6 +399,7 @@ fn check_sessions(tree: &[Seized], zombies: &[Zombie], opts: &DumpOpts) -> Resul
             sid: st.sid,
             zombie: None,
             subreaper: true,
+            init: false,
         });
     }
     let entries: Vec<_> = zombies
@@ -400,7 +407,7 @@ fn check_sessions(tree: &[Seized], zombies: &[Zombie], opts: &DumpOpts) -> Resul
         .map(|z| (z.pstree.clone(), &z.core))
         .collect();
     tasks.extend(pstree::tasks_of(&entries));
-    pstree::check(&tasks, opts.shell_job)
+    pstree::check(&tasks, opts.shell_job, &proc::exists)
 }
 
 /// Collects one process but its memory; `n` numbers its pages and fdinfo images, `ids`
@@ -567,12 +574,13 @@ fn collect(
         ..Default::default()
     });
     cores[0].ids = Some(kobj);
+    let (pgid, sid) = ns.pgid_sid(pid, stat.pgid, stat.sid);
     let state = TaskState {
         pstree: PstreeEntry {
             pid: vpid(pid) as u32,
             ppid: vpid(stat.ppid) as u32,
-            pgid: vpid(stat.pgid) as u32,
-            sid: vpid(stat.sid) as u32,
+            pgid: pgid as u32,
+            sid: sid as u32,
             threads: seized
                 .threads
                 .iter()

@@ -104,7 +104,13 @@ pub fn parse_ns_link(s: &str) -> Option<u32> {
 /// The `NSpid:` line of `/proc/PID/status`: the pid at each pid-namespace level,
 /// outermost first.
 pub fn parse_nspid(status: &str) -> Option<Vec<i32>> {
-    let v = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    parse_ns_line(status, "NSpid:")
+}
+
+/// A per-level line of `/proc/PID/status` (`NSpid:`, `NSpgid:`, `NSsid:`), outermost
+/// first; a 0 means the id is not visible at that level.
+pub fn parse_ns_line(status: &str, key: &str) -> Option<Vec<i32>> {
+    let v = status.lines().find_map(|l| l.strip_prefix(key))?;
     let p: Vec<i32> = v
         .split_whitespace()
         .map(|x| x.parse().ok())
@@ -220,8 +226,15 @@ pub struct TreeNs {
     /// `CLONE_NEW*` flags for the root (0: the tree shares cryo's namespaces).
     pub clone_flags: u64,
     pub mount_proc: bool,
-    /// Pid in cryo's namespace → pid in the tree's, for every process and thread.
+    /// Pid in cryo's namespace → pid in the tree's, for every process, thread and
+    /// zombie.
     vpids: HashMap<i32, i32>,
+    /// Process (cryo's pid) → its (group, session) in the tree's pid namespace, from
+    /// `NSpgid`/`NSsid` (CLONE_NEWPID only; a dead leader's pid is known that way).
+    groups: HashMap<i32, (i32, i32)>,
+    /// Every group and session id of the tree, in the tree's namespace → in cryo's
+    /// (CLONE_NEWPID only): the pids of dead leaders, which helpers take at restore.
+    leaders: HashMap<i32, i32>,
     /// Namespaces of every process (by pid in cryo's namespace).
     ids: HashMap<i32, NsIds>,
     root_ids: NsIds,
@@ -305,10 +318,11 @@ fn dump_ipc_vars() -> Result<IpcVarEntry> {
 }
 
 /// Checks and records the namespaces of a frozen tree: `tree` lists each process (pid
-/// in cryo's namespace, root first) with its threads. Every unsupported arrangement is
-/// returned as a blocker line (naming the task, the namespace and why), to be reported
-/// with the tree's other blockers.
-pub fn dump_tree(tree: &[(i32, Vec<i32>)]) -> Result<(TreeNs, Vec<String>)> {
+/// in cryo's namespace, root first) with its threads, `zombies` the zombies of the tree
+/// (also by pid in cryo's namespace). Every unsupported arrangement is returned as a
+/// blocker line (naming the task, the namespace and why), to be reported with the
+/// tree's other blockers.
+pub fn dump_tree(tree: &[(i32, Vec<i32>)], zombies: &[i32]) -> Result<(TreeNs, Vec<String>)> {
     let root = tree
         .first()
         .map(|t| t.0)
@@ -417,16 +431,43 @@ pub fn dump_tree(tree: &[(i32, Vec<i32>)]) -> Result<(TreeNs, Vec<String>)> {
         }
     }
     if ns.clone_flags & CLONE_NEWPID != 0 {
-        for (pid, _) in tree {
-            let st = proc::parse_stat(&proc::read(*pid, "stat")?)?;
-            for (what, p) in [("session", st.sid), ("process group", st.pgid)] {
-                if !ns.vpids.contains_key(&p) {
-                    problems.push((
-                        *pid,
-                        format!("pid namespace: its {what} {p} is outside the tree (a tree in its own pid namespace must have its own sessions)"),
-                    ));
+        // A zombie still has its pids, group and session (/proc/PID/status works).
+        for &z in zombies {
+            let st = proc::read(z, "status")?;
+            let v = parse_nspid(&st)
+                .and_then(|l| l.last().copied())
+                .ok_or_else(|| Error::Parse {
+                    path: format!("/proc/{z}/status"),
+                    msg: "no NSpid line".into(),
+                })?;
+            ns.vpids.insert(z, v);
+        }
+        // Groups and sessions as the tree's namespace numbers them: the last level of
+        // NSpgid/NSsid (0 when the id is not visible there, i.e. outside the
+        // namespace); the first level is the id in cryo's namespace.
+        for pid in tree.iter().map(|t| t.0).chain(zombies.iter().copied()) {
+            let st = proc::read(pid, "status")?;
+            let mut inner = [0i32; 2];
+            for (i, (what, key)) in [("process group", "NSpgid:"), ("session", "NSsid:")]
+                .into_iter()
+                .enumerate()
+            {
+                match parse_ns_line(&st, key) {
+                    Some(l) if l.len() >= 2 && l.last().is_some_and(|&v| v > 0) => {
+                        let v = l[l.len() - 1];
+                        inner[i] = v;
+                        ns.leaders.insert(v, l[0]);
+                    }
+                    l => problems.push((
+                        pid,
+                        format!(
+                            "pid namespace: its {what} {} is outside the namespace (a tree in its own pid namespace must have its own sessions)",
+                            l.and_then(|l| l.first().copied()).unwrap_or(0)
+                        ),
+                    )),
                 }
             }
+            ns.groups.insert(pid, (inner[0], inner[1]));
         }
     }
     if root_ids.uts != mine.uts {
@@ -487,6 +528,33 @@ impl TreeNs {
         }
     }
 
+    /// The (group, session) of process `pid` (cryo's namespace), whose `/proc/PID/stat`
+    /// says `pgid`, `sid`, in the tree's pid namespace.
+    pub fn pgid_sid(&self, pid: i32, pgid: i32, sid: i32) -> (i32, i32) {
+        match self.groups.get(&pid) {
+            Some(&g) => g,
+            None => (self.vpid(pgid), self.vpid(sid)),
+        }
+    }
+
+    /// Whether pid `p` of the tree's namespace is held by a process (looked up by its
+    /// pid in cryo's namespace, when known: a leader's pid).
+    pub fn alive(&self, p: i32) -> bool {
+        if self.clone_flags & CLONE_NEWPID == 0 {
+            return proc::exists(p);
+        }
+        self.leaders
+            .get(&p)
+            .copied()
+            .or_else(|| self.vpids.iter().find(|(_, &v)| v == p).map(|(&o, _)| o))
+            .is_some_and(proc::exists)
+    }
+
+    /// Whether the tree has a pid namespace of its own (its root is pid 1 there).
+    pub fn own_pidns(&self) -> bool {
+        self.clone_flags & CLONE_NEWPID != 0
+    }
+
     /// SysV segments of the tree's own ipc namespace (id → (key, size)); `None` when
     /// the tree shares cryo's ipc namespace.
     pub fn ipc_segments(&self) -> Option<HashMap<u32, (u32, u64)>> {
@@ -533,6 +601,19 @@ impl TreeNs {
         } else {
             Vec::new()
         };
+        // The pids of dead group and session leaders too: the helpers that hold them
+        // during the restore take both (cryo-ns.img written by an older cryo has
+        // none: the kernel then picks the outer pid).
+        if self.clone_flags & CLONE_NEWPID != 0 {
+            for (&pid, &outer) in &self.leaders {
+                if outer > 0 && !pids.iter().any(|p| p.pid == pid as u32) {
+                    pids.push(NsPidEntry {
+                        pid: pid as u32,
+                        outer_pid: outer as u32,
+                    });
+                }
+            }
+        }
         pids.sort_by_key(|p| p.pid);
         let mut w = dir.writer(NS_IMAGE, image::CRYO_NS)?;
         w.entry(&CryoHeadEntry {
@@ -701,6 +782,21 @@ pub fn load(dir: &ImageDir, tree: &[&PstreeEntry]) -> Result<RestoreNs> {
 }
 
 impl RestoreNs {
+    /// Whether the tree gets a pid namespace of its own.
+    pub fn own_pidns(&self) -> bool {
+        self.clone_flags & CLONE_NEWPID != 0
+    }
+
+    /// Task `pid` (as pstree.img names it) in the restorer's pid namespace, if known:
+    /// in a new pid namespace, a helper's outer pid may be left to the kernel.
+    pub fn host_pid(&self, pid: u32) -> Option<i32> {
+        if self.own_pidns() {
+            self.outer.get(&pid).copied()
+        } else {
+            Some(pid as i32)
+        }
+    }
+
     /// Task `pid` (as pstree.img names it) in the restorer's pid namespace.
     pub fn outer(&self, pid: u32) -> i32 {
         self.outer.get(&pid).copied().unwrap_or(pid as i32)

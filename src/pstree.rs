@@ -21,6 +21,10 @@
 //! in the group). A zombie runs like a task until it is in its session and group, then
 //! exits with its recorded status; its parent waits for that (`waitid(WNOWAIT)`, so it
 //! stays a zombie) and discards the SIGCHLD, which the original had already received.
+//!
+//! In a tree with its own pid namespace, pids here are the namespace's (the root is 1);
+//! the namespace's init adopts orphans like a child subreaper (`Task::init`), and the
+//! restorer maps the host pids it sees to these (`restore::wait_prepared`).
 
 use crate::error::{Error, Result};
 use crate::sys::process as sysproc;
@@ -127,6 +131,9 @@ pub struct Task {
     /// Wait status if the task is a zombie.
     pub zombie: Option<u32>,
     pub subreaper: bool,
+    /// Pid 1 of the tree's own pid namespace: orphans inside come to it, as to a child
+    /// subreaper, without the flag.
+    pub init: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -263,7 +270,7 @@ pub fn plan(
             ));
         }
         let q = parent.unwrap_or(0);
-        if !tasks[q].subreaper {
+        if !tasks[q].subreaper && !tasks[q].init {
             return Err((
                 t.pid,
                 format!(
@@ -382,12 +389,10 @@ pub fn plan(
     Ok(Plan { nodes })
 }
 
-/// Refuses at dump time a tree `plan` cannot rebuild (pids alive outside the tree are
-/// looked up in /proc).
-pub fn check(tasks: &[Task], shell_job: bool) -> Result<()> {
-    plan(tasks, shell_job, &crate::proc::exists)
-        .map(drop)
-        .map_err(refuse)
+/// Refuses at dump time a tree `plan` cannot rebuild (`alive(pid)`: whether a pid not
+/// in the tree is held by a process).
+pub fn check(tasks: &[Task], shell_job: bool, alive: &dyn Fn(i32) -> bool) -> Result<()> {
+    plan(tasks, shell_job, alive).map(drop).map_err(refuse)
 }
 
 /// The `plan` refusal as the dump reports it.
@@ -633,6 +638,7 @@ pub fn tasks_of(entries: &[(PstreeEntry, &CoreEntry)]) -> Vec<Task> {
                 sid: e.sid as i32,
                 zombie: (tc.task_state == TASK_DEAD).then_some(tc.exit_code),
                 subreaper: tc.child_subreaper == Some(true),
+                init: false,
             }
         })
         .collect()
@@ -711,6 +717,27 @@ mod tests {
             .unwrap_err()
             .1
             .contains("leader has exited"));
+    }
+
+    #[test]
+    fn init_of_a_pid_namespace_adopts_like_a_subreaper() {
+        // Pid 1 (not a subreaper) adopted 4 of session 3 (leader exited); 5 is in
+        // group 2 (leader exited); 6 is a zombie.
+        let mut init = t(1, 0, 1, 1);
+        let mut z = t(6, 1, 1, 1);
+        z.zombie = Some(7 << 8);
+        let tasks = [init.clone(), t(4, 1, 3, 3), t(5, 1, 2, 1), z];
+        assert!(plan(&tasks, false, &|_| false).is_err());
+        init.init = true;
+        let mut tasks = tasks;
+        tasks[0] = init;
+        let p = plan(&tasks, false, &|_| false).unwrap();
+        let h = |pid| p.nodes.iter().find(|n| n.pid == pid).unwrap();
+        assert_eq!(h(3).kind, Kind::Helper { session: true });
+        assert_eq!(h(3).creator, Some(0));
+        assert_eq!(h(2).kind, Kind::Helper { session: false });
+        assert_eq!(h(2).creator, Some(2));
+        assert!(!p.nodes[0].subreaper);
     }
 
     #[test]

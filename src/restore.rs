@@ -371,7 +371,9 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         )));
     }
     let entries: Vec<_> = imgs.iter().map(|i| (i.pstree.clone(), &i.core)).collect();
-    let tree = pstree::plan(&pstree::tasks_of(&entries), opts.shell_job, &|_| false)
+    let mut ptasks = pstree::tasks_of(&entries);
+    ptasks[0].init = nsr.own_pidns();
+    let tree = pstree::plan(&ptasks, opts.shell_job, &|_| false)
         .map_err(|(p, why)| invalid(&dir, "pstree.img", format!("process {p}: {why}")))?;
     let mut keep: Vec<OwnedFd> = Vec::new();
     let comms = tree
@@ -392,7 +394,8 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         .iter()
         .map(|n| nsr.set_tid(n.pid as u32))
         .collect();
-    for p in rt.pids().map(|p| nsr.outer(p as u32)) {
+    // Our pids of the tree (in a new pid namespace, its own pids are all free).
+    for p in rt.pids().filter_map(|p| nsr.host_pid(p as u32)) {
         if proc::exists(p) {
             return Err(Error::PidTaken {
                 pid: p,
@@ -466,10 +469,13 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
         }
     };
     drop(go_r);
+    // (Helpers whose outer pid the kernel picked are not listed: they die with the
+    // root, the init of their pid namespace.)
     let mut guard = ChildGuard {
         pids: rt
             .pids()
-            .map(|p| Pid::from_raw(nsr.outer(p as u32)))
+            .filter_map(|p| nsr.host_pid(p as u32))
+            .map(Pid::from_raw)
             .collect(),
         armed: true,
     };
@@ -484,7 +490,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     drop(keep);
     let mqueues = std::mem::take(&mut opener.mqueues);
     drop(opener);
-    wait_prepared(&rt, rep_r)?;
+    wait_prepared(&rt, rep_r, &nsr)?;
     // SysV objects and POSIX queues of the tree's ipc namespace, before any process
     // attaches or opens them.
     if let Some(ipc) = &nsr.ipc {
@@ -678,9 +684,26 @@ fn prepare(
 
 /// Lets the new processes run their preparation (each stops with SIGSTOP when done),
 /// continuing the fork and birth stops of the tree; then checks their reports.
-/// Zombies and helpers are done when they exit as planned.
-fn wait_prepared(rt: &Runtime, report: OwnedFd) -> Result<()> {
+/// Zombies and helpers are done when they exit as planned. waitpid names the
+/// processes by our pids, the plan by the tree's: in a new pid namespace each new
+/// process is looked up (`NSpid`) at its first stop, before it can exit.
+fn wait_prepared(rt: &Runtime, report: OwnedFd, nsr: &RestoreNs) -> Result<()> {
     let n = rt.plan.nodes.len();
+    let mut inner: HashMap<i32, i32> = rt
+        .pids()
+        .filter_map(|p| Some((nsr.host_pid(p as u32)?, p)))
+        .collect();
+    let learn = |inner: &mut HashMap<i32, i32>, p: Pid| {
+        if nsr.own_pidns() && !inner.contains_key(&p.as_raw()) {
+            if let Some(v) = proc::read(p.as_raw(), "status")
+                .ok()
+                .and_then(|s| namespaces::parse_nspid(&s)?.last().copied())
+            {
+                log::debug!(pid = p.as_raw(), vpid = v; "new process");
+                inner.insert(p.as_raw(), v);
+            }
+        }
+    };
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let read_report = |report: &OwnedFd| -> String {
         let _ = nix::fcntl::fcntl(
@@ -690,6 +713,14 @@ fn wait_prepared(rt: &Runtime, report: OwnedFd) -> Result<()> {
         let mut b = vec![0u8; 4096];
         let n = nix::unistd::read(report, &mut b).unwrap_or(0);
         String::from_utf8_lossy(&b[..n]).into_owned()
+    };
+    let expected = |inner: &HashMap<i32, i32>, p: Pid| -> Option<u32> {
+        let v = if nsr.own_pidns() {
+            *inner.get(&p.as_raw())?
+        } else {
+            p.as_raw()
+        };
+        rt.expected_exit(v)
     };
     let mut ready = 0;
     while ready < n {
@@ -701,17 +732,19 @@ fn wait_prepared(rt: &Runtime, report: OwnedFd) -> Result<()> {
                 ready += 1;
             }
             WaitStatus::PtraceEvent(p, _, _) => {
+                learn(&mut inner, p);
                 raw::cont(p, 0).map_err(Error::sys("PTRACE_CONT", p.as_raw()))?
             }
             WaitStatus::Stopped(p, sig) => {
+                learn(&mut inner, p);
                 raw::cont(p, sig as i32).map_err(Error::sys("PTRACE_CONT", p.as_raw()))?
             }
-            WaitStatus::Exited(p, c) if rt.expected_exit(p.as_raw()) == Some((c as u32) << 8) => {
+            WaitStatus::Exited(p, c) if expected(&inner, p) == Some((c as u32) << 8) => {
                 log::debug!(pid = p.as_raw(), code = c; "exited as planned");
                 ready += 1;
             }
             WaitStatus::Signaled(p, s, _)
-                if rt.expected_exit(p.as_raw()).map(|e| e & 0x7f) == Some(s as u32) =>
+                if expected(&inner, p).map(|e| e & 0x7f) == Some(s as u32) =>
             {
                 log::debug!(pid = p.as_raw(), signal = s as i32; "killed as planned");
                 ready += 1;

@@ -2,6 +2,8 @@
 //! `unshare --fork --pid --mount-proc --uts --ipc`) is dumped by its host pid and comes
 //! back with the same pids inside (root = 1) and outside, its hostname, domain name and
 //! IPC sysctls, and a proc of its own on /proc; the `pidns` workload checks all of it.
+//! The `nszombie` workload (pid 1 of its namespace) adds zombies, a group whose leader
+//! exited and orphans of a dead session leader adopted by pid 1.
 //! Trees in namespaces cryo cannot restore are refused, naming task and namespace.
 
 mod common;
@@ -41,14 +43,20 @@ fn ns_ino(kind: &str) -> String {
 /// waits for its ready file; returns (the spawned process, the workload's host pid).
 fn start_unshared(env: &Env, unshare: &[&str], workload: &[&str]) -> (Pid, Pid) {
     let (uts, ipc) = (ns_ino("uts"), ns_ino("ipc"));
+    let mut args = vec!["--host-uts", &uts, "--host-ipc", &ipc];
+    args.extend_from_slice(workload);
+    start_unshared_bin(env, "pidns", unshare, &args)
+}
+
+/// `unshare UNSHARE_ARGS BIN --out --ready WORKLOAD_ARGS`, as `start_unshared`.
+fn start_unshared_bin(env: &Env, bin: &str, unshare: &[&str], workload: &[&str]) -> (Pid, Pid) {
     let mut cmd = Command::new("unshare");
     cmd.args(unshare)
-        .arg(workload_bin("pidns"))
+        .arg(workload_bin(bin))
         .arg("--out")
         .arg(env.path("out"))
         .arg("--ready")
         .arg(env.path("ready"))
-        .args(["--host-uts", &uts, "--host-ipc", &ipc])
         .args(workload);
     let spawned = env.spawn(cmd, true);
     wait_for(&env.path("ready"), Duration::from_secs(60));
@@ -408,5 +416,213 @@ fn pid_namespace_tree_dumped_twice() {
     env.dump(pid, &[]);
     env.restore(pid, &[]);
     assert_eq!(nspids(pid), tasks);
+    env.verify(pid);
+}
+
+/// Every process of the tree under `root`, zombies included, by host pid: whether a
+/// zombie, and the NSpid, NSpgid and NSsid lines of its status (host and namespace ids).
+fn tree_ids(root: Pid) -> Vec<(i32, char, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.as_raw()];
+    while let Some(p) = todo.pop() {
+        let st = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap();
+        let ids: Vec<&str> = st
+            .lines()
+            .filter(|l| {
+                l.starts_with("NSpid:") || l.starts_with("NSpgid:") || l.starts_with("NSsid:")
+            })
+            .collect();
+        // Zombie or not ('Z' / 'L'): running or sleeping varies.
+        let z = if state(Pid::from_raw(p)) == Some('Z') {
+            'Z'
+        } else {
+            'L'
+        };
+        out.push((p, z, ids.join(" ")));
+        let kids =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        todo.extend(kids.split_whitespace().map(|k| k.parse::<i32>().unwrap()));
+    }
+    out.sort();
+    out
+}
+
+/// The `--pids` file of nszombie: name → pid in the namespace.
+fn ns_pids(env: &Env) -> std::collections::HashMap<String, i32> {
+    std::fs::read_to_string(env.path("pids"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (n, p) = l.split_once(' ')?;
+            Some((n.to_string(), p.parse().ok()?))
+        })
+        .collect()
+}
+
+fn start_nszombie(env: &Env) -> (Pid, Pid) {
+    let pids = env.path("pids");
+    start_unshared_bin(
+        env,
+        "nszombie",
+        &["--fork", "--kill-child", "--pid", "--mount-proc"],
+        &["--pids", pids.to_str().unwrap()],
+    )
+}
+
+/// The host pid of a process of the tree whose pid in the namespace is `vpid`.
+fn host_of(ids: &[(i32, char, String)], vpid: i32) -> i32 {
+    ids.iter()
+        .find(|(_, _, l)| {
+            l.starts_with("NSpid:") && l.split_whitespace().nth(2) == Some(&vpid.to_string())
+        })
+        .map(|(p, _, _)| *p)
+        .unwrap_or_else(|| panic!("no process {vpid} in {ids:?}"))
+}
+
+/// Host pid of the group (NSpgid, first level) of process `host`.
+fn host_pgid(ids: &[(i32, char, String)], host: i32) -> String {
+    let (_, _, l) = ids.iter().find(|(p, _, _)| *p == host).unwrap();
+    let f: Vec<&str> = l.split_whitespace().collect();
+    let i = f.iter().position(|x| *x == "NSpgid:").unwrap();
+    f[i + 1].to_string()
+}
+
+/// Zombies (one exited with 42 in its own group, one killed by SIGTERM), a group whose
+/// leader exited and orphans of a dead session leader adopted by pid 1, all in the
+/// tree's own pid namespace: every process, zombies included, comes back with its pids
+/// inside and outside, group and session (the dead leaders' pids held by helpers during
+/// the restore, gone after); the workload checks ids, the zombies' wait status and a
+/// signal to the helper-made group.
+#[test]
+fn pid_namespace_zombies_dead_leaders_and_orphans() {
+    let env = Env::new("nszombie");
+    let (unshare, pid) = start_nszombie(&env);
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init: pid,
+    };
+    let before = tree_ids(pid);
+    let names = ns_pids(&env);
+    assert_eq!(
+        before.len(),
+        9,
+        "root, Z1, Z2, M1, M1a, M2, G1, GG, G2: {before:?}"
+    );
+    for z in ["Z1", "Z2"] {
+        let h = host_of(&before, names[z]);
+        assert_eq!(state(Pid::from_raw(h)), Some('Z'), "{z}");
+    }
+    // The dead leaders' host pids: the groups of M1 and G1 as the host sees them.
+    let dead_l = host_pgid(&before, host_of(&before, names["M1"]));
+    let dead_c = host_pgid(&before, host_of(&before, names["G1"]));
+    dump_unshared(&env, unshare, pid);
+    if let Ok(o) = Command::new("crit")
+        .args(["show"])
+        .arg(env.images().join("pstree.img"))
+        .output()
+    {
+        let text = String::from_utf8_lossy(&o.stdout);
+        for n in ["Z1", "Z2", "G1"] {
+            assert!(
+                text.contains(&format!("\"pid\": {},", names[n])),
+                "{n} not in pstree.img by its pid in the namespace: {text}"
+            );
+        }
+        assert!(
+            text.contains(&format!("\"pgid\": {},", names["L"])),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("\"sid\": {},", names["C"])),
+            "{text}"
+        );
+    }
+    env.restore(pid, &[]);
+    let after = tree_ids(pid);
+    assert_eq!(after, before);
+    for p in [&dead_l, &dead_c] {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "helper {p} is still there"
+        );
+    }
+    env.verify(pid);
+}
+
+/// An image whose cryo-ns.img has no outer pids for the dead leaders (as written by an
+/// older cryo): the helpers get their pids inside the namespace and whatever pid the
+/// kernel picks outside; the restore still accounts for their exits.
+#[test]
+fn pid_namespace_helpers_without_outer_pids() {
+    use cryo_proto::cryo::{CryoHeadEntry, NsPidEntry, NsTreeEntry};
+    let env = Env::new("nszombie-noouter");
+    let (unshare, pid) = start_nszombie(&env);
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init: pid,
+    };
+    let before = tree_ids(pid);
+    let names = ns_pids(&env);
+    dump_unshared(&env, unshare, pid);
+    let dir = cryo::image::ImageDir::open(&env.images()).unwrap();
+    let mut r = dir.reader("cryo-ns.img", cryo::image::CRYO_NS).unwrap();
+    let head: CryoHeadEntry = r.next_entry().unwrap().unwrap();
+    let mut e: NsTreeEntry = r.next_entry().unwrap().unwrap();
+    drop(r);
+    let n = e.pids.len();
+    e.pids
+        .retain(|p: &NsPidEntry| p.pid != names["L"] as u32 && p.pid != names["C"] as u32);
+    assert_eq!(e.pids.len(), n - 2, "dead leaders recorded: {:?}", e.pids);
+    let mut w = dir.writer("cryo-ns.img", cryo::image::CRYO_NS).unwrap();
+    w.entry(&head).unwrap();
+    w.entry(&e).unwrap();
+    w.finish().unwrap();
+    env.restore(pid, &[]);
+    // The same pids inside; outside, only the groups' and sessions' ids may differ.
+    let inner = |v: &[(i32, char, String)]| -> Vec<(i32, char, Vec<String>)> {
+        v.iter()
+            .map(|(p, s, l)| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let at = |k: &str| f[f.iter().position(|x| *x == k).unwrap() + 2].to_string();
+                (*p, *s, vec![at("NSpid:"), at("NSpgid:"), at("NSsid:")])
+            })
+            .collect()
+    };
+    assert_eq!(inner(&tree_ids(pid)), inner(&before));
+    env.verify(pid);
+}
+
+/// A failed restore of that tree leaves no process, zombie or helper behind; a retry
+/// then works.
+#[test]
+fn pid_namespace_zombies_failed_restore_leaves_nothing() {
+    let env = Env::new("nszombie-fault");
+    let (unshare, pid) = start_nszombie(&env);
+    let _cleanup = Cleanup {
+        parent: unshare,
+        init: pid,
+    };
+    let before = tree_ids(pid);
+    let names = ns_pids(&env);
+    let mut hosts: Vec<String> = before.iter().map(|(p, _, _)| p.to_string()).collect();
+    hosts.push(host_pgid(&before, host_of(&before, names["M1"])));
+    hosts.push(host_pgid(&before, host_of(&before, names["G1"])));
+    dump_unshared(&env, unshare, pid);
+    for point in ["restore-mid-mm", "restore-before-regs"] {
+        let out = Command::new(cryo())
+            .args(["restore", "-d", "-D", env.images().to_str().unwrap()])
+            .env("CRYO_FAULT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: restore succeeded");
+        for h in &hosts {
+            assert!(
+                !std::path::Path::new(&format!("/proc/{h}")).exists(),
+                "{point}: pid {h} left behind"
+            );
+        }
+    }
+    env.restore(pid, &[]);
+    assert_eq!(tree_ids(pid), before);
     env.verify(pid);
 }
