@@ -155,3 +155,21 @@ fn memfd_and_deleted_file_mappings() {
     let pid = env.start("memfdmap", &["--tmpdir", env.dir.to_str().unwrap()]);
     env.cycle(pid);
 }
+
+/// Ten checkpoints in a row of every fd kind at once, and of the pty and lock
+/// workloads: nothing drifts or accumulates from one restore to the next (timer
+/// expiries, pty index, recreated deleted files, locks).
+#[test]
+fn soak_fd_kinds_ten_cycles() {
+    for (name, tmp) in [("fdkinds", true), ("pty", false), ("locks", true)] {
+        let env = Env::new(&format!("soak-{name}"));
+        let dir = env.dir.to_str().unwrap().to_string();
+        let args: Vec<&str> = if tmp { vec!["--tmpdir", &dir] } else { vec![] };
+        let pid = env.start(name, &args);
+        for _ in 0..10 {
+            env.dump(pid, &[]);
+            env.restore(pid, &[]);
+        }
+        env.verify(pid);
+    }
+}
