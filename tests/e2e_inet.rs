@@ -1,6 +1,8 @@
 //! End-to-end: TCP and UDP sockets (issue 4): listeners, UDP, established connections
 //! with TCP_REPAIR (peer inside the tree, peer outside it), the refusal without
-//! `--tcp-established`, `--tcp-close`; and real servers: redis and nginx.
+//! `--tcp-established`, `--tcp-close`; half-closed connections (CLOSE_WAIT, FIN_WAIT2,
+//! CLOSING) and queued UDP datagrams (workload tcphalf); and real servers: redis and
+//! nginx.
 
 mod common;
 use common::*;

@@ -23,10 +23,17 @@
 //! send) never reaches a peer that is not there yet. With `--tcp-close` the connection
 //! comes back as a socket that is shut down: reads see EOF, writes fail.
 //!
-//! Not handled (refused at dump): TCP sockets in other states (SYN_SENT, FIN_WAIT,
-//! CLOSE_WAIT…), listeners with connections not yet accepted, raw/SCTP sockets.
-//! Datagrams queued on a UDP socket are dropped (logged). No network lock: a packet a
-//! peer outside the tree sends while the process is checkpointed is lost.
+//! Half-closed connections (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) are dumped like
+//! established ones (their FINs left out of the queue lengths, as in CRIU), rebuilt as
+//! ESTABLISHED, and their FINs replayed by `Pending::finish`: the peer's as a raw
+//! FIN|ACK packet, ours by shutdown(SHUT_WR). UDP datagrams not yet read are peeked
+//! into sk-queues.img with their senders and sent again as raw packets from the
+//! sender's address.
+//!
+//! Not handled (refused at dump): TCP sockets in SYN_SENT, SYN_RECV, TIME_WAIT,
+//! listeners with connections not yet accepted, raw/SCTP sockets, a zero-length
+//! datagram at the head of a UDP queue. No network lock: a packet a peer outside the
+//! tree sends while the process is checkpointed is lost.
 
 use super::{Fd, FileIds, Opener};
 use crate::error::{Error, Result};
@@ -1379,6 +1386,63 @@ mod tests {
         assert_eq!(words_addr(libc::AF_INET as u32, &[], 1), None);
         assert_eq!(words_addr(libc::AF_INET as u32, &[1], 70000), None);
         assert_eq!(words_addr(99, &[1], 1), None);
+    }
+
+    #[test]
+    fn raw_packets_check_out() {
+        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:6000".parse().unwrap();
+        let (p, v4) = udp_packet(&a, &b, b"hello");
+        assert!(v4);
+        assert_eq!(p.len(), 20 + 8 + 5);
+        assert_eq!(csum_fold(csum_add(0, &p[..20])), 0, "IP header checksum");
+        let mut sum = csum_add(0, &p[12..20]);
+        sum = csum_add(sum, &[0, 17, 0, 13]);
+        assert_eq!(csum_fold(csum_add(sum, &p[20..])), 0, "UDP checksum");
+        let f = FinIn {
+            peer: "[::1]:80".parse().unwrap(),
+            local: "[::1]:40000".parse().unwrap(),
+            seq: 7,
+            ack: 9,
+            win: 100,
+        };
+        let (p, v4) = fin_packet(&f);
+        assert!(!v4);
+        assert_eq!(p.len(), 40 + 20);
+        assert_eq!(p[6], 6);
+        assert_eq!(p[40 + 13], 0x11);
+        let mut sum = csum_add(0, &p[8..40]);
+        sum = csum_add(sum, &[0, 0, 0, 20, 0, 0, 0, 6]);
+        assert_eq!(csum_fold(csum_add(sum, &p[40..])), 0, "TCP checksum");
+        // v4-mapped addresses go out as IPv4.
+        let f = FinIn {
+            peer: "[::ffff:127.0.0.1]:80".parse().unwrap(),
+            local: "[::ffff:127.0.0.1]:81".parse().unwrap(),
+            ..f
+        };
+        assert!(fin_packet(&f).1);
+    }
+
+    #[test]
+    fn sender_addresses_round_trip() {
+        for a in ["127.0.0.1:53", "[::1]:65535", "[fe80::1%2]:9"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(sockaddr_parse(&sockaddr_bytes(&a)), Some(a));
+        }
+        assert_eq!(sockaddr_parse(&[]), None);
+        assert_eq!(sockaddr_parse(&[1, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn half_closed_states() {
+        for s in [TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING] {
+            assert!(fin_sent(s) && is_stream(s));
+        }
+        for s in [TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING] {
+            assert!(fin_received(s) && is_stream(s));
+        }
+        assert!(!fin_sent(TCP_ESTABLISHED) && !fin_received(TCP_ESTABLISHED));
+        assert!(!is_stream(TCP_LISTEN) && !is_stream(6) && !is_stream(2));
     }
 
     #[test]

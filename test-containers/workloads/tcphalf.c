@@ -14,6 +14,10 @@
  *       down its write side: CLOSE_WAIT with the data and FIN unread
  *   14  (--ext 1) A2: accepted from the test process; wrote "bye" then
  *       shutdown(SHUT_WR): FIN_WAIT2
+ *   15  C2: client of a second loopback connection: wrote until its send queue was
+ *       full (part of it never sent), shut down its write side (its FIN queued after
+ *       that data, not sent), then got S2's FIN: CLOSING
+ *   16  S2: its server end, reads nothing, shut down its write side: FIN_WAIT2
  *   20  UDP socket R on 127.0.0.1 with 3 datagrams queued (unread): from 21, 22, 21;
  *       with --extudp PORT a 4th one, from 127.0.0.1:PORT (the test process)
  *   21, 22  UDP senders U1, U2 on 127.0.0.1
@@ -40,7 +44,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { FD_LISTEN = 10, FD_C, FD_S, FD_A1, FD_A2, FD_R = 20, FD_U1, FD_U2 };
+enum { FD_LISTEN = 10, FD_C, FD_S, FD_A1, FD_A2, FD_C2, FD_S2, FD_R = 20, FD_U1, FD_U2 };
 
 #define C2S_BYTES 5000
 #define S2C_BYTES 3000
@@ -48,6 +52,7 @@ enum { FD_LISTEN = 10, FD_C, FD_S, FD_A1, FD_A2, FD_R = 20, FD_U1, FD_U2 };
 #define TIMEOUT_MS 5000
 
 static long ext, ext_udp;
+static size_t c2_bytes;
 static const char *info_path;
 
 static const char *dgrams[] = { "first, from one", "second, from two", "third, from one: longer" };
@@ -147,6 +152,39 @@ static void setup(void)
     if (wait_state(FD_C, TCP_FIN_WAIT2, TIMEOUT_MS) != TCP_FIN_WAIT2 ||
         wait_state(FD_S, TCP_CLOSE_WAIT, TIMEOUT_MS) != TCP_CLOSE_WAIT)
         zdtm_die("loopback pair: states %d/%d", tcp_state(FD_C), tcp_state(FD_S));
+
+    /* C2/S2: CLOSING (our FIN behind unsent data, theirs received) / FIN_WAIT2. */
+    a = lo(port_of(FD_LISTEN));
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)))
+        zdtm_die("connect: %s", strerror(errno));
+    put(fd, FD_C2);
+    put(accept(FD_LISTEN, NULL, NULL), FD_S2);
+    setsockopt(FD_S2, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    fcntl(FD_C2, F_SETFL, O_NONBLOCK);
+    unsigned char chunk[1024];
+    for (int idle = 0; idle < 20;) {
+        for (size_t i = 0; i < sizeof(chunk); i++)
+            chunk[i] = pat(c2_bytes + i, 4);
+        ssize_t r = write(FD_C2, chunk, sizeof(chunk));
+        if (r > 0) {
+            c2_bytes += r;
+            idle = 0;
+        } else if (r < 0 && errno == EAGAIN) {
+            idle++;
+            usleep(5000);
+        } else {
+            zdtm_die("write C2: %s", strerror(errno));
+        }
+    }
+    if (shutdown(FD_C2, SHUT_WR) || shutdown(FD_S2, SHUT_WR))
+        zdtm_die("shutdown C2/S2: %s", strerror(errno));
+    if (wait_state(FD_C2, TCP_CLOSING, TIMEOUT_MS) != TCP_CLOSING ||
+        wait_state(FD_S2, TCP_FIN_WAIT2, TIMEOUT_MS) != TCP_FIN_WAIT2)
+        zdtm_die("second pair: states %d/%d", tcp_state(FD_C2), tcp_state(FD_S2));
+    zdtm_info("C2 wrote %zu bytes", c2_bytes);
 
     put(socket(AF_INET, SOCK_DGRAM, 0), FD_R);
     put(socket(AF_INET, SOCK_DGRAM, 0), FD_U1);
@@ -287,6 +325,14 @@ static void verify(void)
     if (shutdown(FD_S, SHUT_WR))
         zdtm_fail("S: shutdown: %s", strerror(errno));
     expect_eof("C after S's shutdown", FD_C);
+    /* C2 comes back as LAST_ACK (CLOSING is restored so): the same for the program. */
+    int st = tcp_state(FD_C2);
+    if (st != TCP_CLOSING && st != TCP_LAST_ACK)
+        zdtm_fail("C2: TCP state %d, not CLOSING or LAST_ACK", st);
+    expect_eof("C2 (S2 shut down)", FD_C2);
+    expect_epipe("C2", FD_C2);
+    if (expect("C2 to S2", FD_S2, c2_bytes, 4, NULL))
+        expect_eof("S2 after the data", FD_S2);
     if (ext) {
         check_state("A1 (CLOSE_WAIT)", FD_A1, TCP_CLOSE_WAIT);
         check_state("A2 (FIN_WAIT2)", FD_A2, TCP_FIN_WAIT2);
