@@ -1,6 +1,8 @@
 //! End-to-end: TCP and UDP sockets (issue 4): listeners, UDP, established connections
 //! with TCP_REPAIR (peer inside the tree, peer outside it), the refusal without
-//! `--tcp-established`, `--tcp-close`; and real servers: redis and nginx.
+//! `--tcp-established`, `--tcp-close`; half-closed connections (CLOSE_WAIT, FIN_WAIT2,
+//! CLOSING) and queued UDP datagrams (workload tcphalf); and real servers: redis and
+//! nginx.
 
 mod common;
 use common::*;
@@ -425,4 +427,132 @@ fn nginx_answers_after_restore() {
 #[test]
 fn nginx_master_worker_answers_after_restore() {
     nginx(true);
+}
+
+fn start_tcphalf(env: &Env, extra: &[&str]) -> Pid {
+    let info = env.path("info");
+    let mut args = vec!["--info", info.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    env.start("tcphalf", &args)
+}
+
+/// A loopback connection with both ends in the tree, half-closed: the client shut
+/// down its write side (FIN_WAIT2), the server (CLOSE_WAIT) has the data and the FIN
+/// unread. After restore the server reads the data then EOF and can still answer; the
+/// client reads that, cannot write (EPIPE). And a UDP socket with 3 datagrams from 2
+/// senders in the tree: back in order, with contents and sender addresses; sk-queues
+/// decodes with crit.
+#[test]
+fn tcp_half_closed_and_udp_queue_come_back() {
+    let env = Env::new("tcphalf");
+    let pid = start_tcphalf(&env, &[]);
+    // Without --tcp-established: refused, naming the state.
+    let err = env.dump_fails(pid, &[]);
+    assert!(
+        err.contains("CLOSE_WAIT") && err.contains("FIN_WAIT2"),
+        "{err}"
+    );
+    env.dump(pid, &["--tcp-established"]);
+    if Path::new("/usr/bin/crit").exists() {
+        let json = crit_decode(&env.images().join("sk-queues.img"));
+        for want in [
+            "id_for",
+            "\"length\": 15",
+            "\"length\": 16",
+            "\"length\": 23",
+        ] {
+            assert!(json.contains(want), "{want:?} not in: {json}");
+        }
+    }
+    env.restore(pid, &["--tcp-established"]);
+    env.verify(pid);
+}
+
+/// The FIN must be replayed: with the replay disabled (fault point), the restored
+/// server never sees EOF and the client can still write; the workload says so.
+#[test]
+fn tcp_half_closed_fails_without_fin_replay() {
+    let env = Env::new("tcphalf-nofin");
+    let pid = start_tcphalf(&env, &[]);
+    env.dump(pid, &["--tcp-established"]);
+    let pidfile = env.path("restored.pid");
+    let out = Command::new(cryo())
+        .args(["restore", "-d", "--tcp-established", "-D"])
+        .arg(env.images())
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .env("CRYO_FAULT", "skip-fin-replay")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kill(pid, Signal::SIGTERM).unwrap();
+    let _ = waitpid(pid, None);
+    let verdict = std::fs::read_to_string(env.path("out")).unwrap_or_default();
+    eprintln!("without the FIN replay: {verdict}");
+    assert!(verdict.starts_with("FAIL"), "{verdict}");
+    assert!(
+        verdict.contains("EOF") || verdict.contains("EPIPE") || verdict.contains("state"),
+        "{verdict}"
+    );
+}
+
+/// Peers outside the tree (this test process): a connection whose peer shut down its
+/// write side (CLOSE_WAIT in the tree: data then EOF, and the reply reaches us), one
+/// the workload shut down (FIN_WAIT2: we still send to it), and a datagram from our
+/// own UDP socket, which keeps its source address.
+#[test]
+fn tcp_half_closed_with_outside_peer() {
+    let env = Env::new("tcphalf-ext");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uport = udp.local_addr().unwrap().port().to_string();
+    let info = env.path("info");
+    let client = std::thread::spawn({
+        let info = info.clone();
+        move || {
+            wait_for(&info, Duration::from_secs(30));
+            let s = std::fs::read_to_string(&info).unwrap();
+            let get = |k: &str| -> u16 {
+                s.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap()
+            };
+            udp.send_to(b"fourth, from outside", ("127.0.0.1", get("udp=")))
+                .unwrap();
+            let mut e1 = TcpStream::connect(("127.0.0.1", get("listen="))).unwrap();
+            let e2 = TcpStream::connect(("127.0.0.1", get("listen="))).unwrap();
+            let data: Vec<u8> = (0..2000usize).map(|i| pat(i, 3)).collect();
+            e1.write_all(&data).unwrap();
+            e1.shutdown(std::net::Shutdown::Write).unwrap();
+            (e1, e2)
+        }
+    });
+    let pid = start_tcphalf(&env, &["--ext", "1", "--extudp", &uport]);
+    let (mut e1, mut e2) = client.join().unwrap();
+    env.dump(pid, &["--tcp-established"]);
+    env.restore(pid, &["--tcp-established"]);
+    e2.write_all(b"late data").unwrap();
+    env.verify(pid);
+    for s in [&e1, &e2] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let mut got = String::new();
+    e1.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "reply-ext");
+    got.clear();
+    e2.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "bye");
+}
+
+/// tcphalf.c's pat().
+fn pat(i: usize, seed: u32) -> u8 {
+    let mut x = (i as u32).wrapping_mul(2654435761) ^ seed.wrapping_mul(40503);
+    x ^= x >> 15;
+    (x ^ (x >> 8)) as u8
 }

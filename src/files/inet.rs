@@ -23,20 +23,29 @@
 //! send) never reaches a peer that is not there yet. With `--tcp-close` the connection
 //! comes back as a socket that is shut down: reads see EOF, writes fail.
 //!
-//! Not handled (refused at dump): TCP sockets in other states (SYN_SENT, FIN_WAIT,
-//! CLOSE_WAIT…), listeners with connections not yet accepted, raw/SCTP sockets.
-//! Datagrams queued on a UDP socket are dropped (logged). No network lock: a packet a
-//! peer outside the tree sends while the process is checkpointed is lost.
+//! Half-closed connections (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) are dumped like
+//! established ones (their FINs left out of the queue lengths, as in CRIU), rebuilt as
+//! ESTABLISHED, and their FINs replayed by `Pending::finish`: the peer's as a raw
+//! FIN|ACK packet, ours by shutdown(SHUT_WR). UDP datagrams not yet read are peeked
+//! into sk-queues.img with their senders and sent again as raw packets from the
+//! sender's address.
+//!
+//! Not handled (refused at dump): TCP sockets in SYN_SENT, SYN_RECV, TIME_WAIT,
+//! listeners with connections not yet accepted, raw/SCTP sockets, a zero-length
+//! datagram at the head of a UDP queue. No network lock: a packet a peer outside the
+//! tree sends while the process is checkpointed is lost.
 
 use super::{Fd, FileIds, Opener};
 use crate::error::{Error, Result};
 use crate::image::{ImageDir, Kind};
 use crate::sys::inet as net;
 use cryo_proto::criu::{
-    FdTypes, FileEntry, InetSkEntry, IpOptsEntry, SkOptsEntry, TcpOptsEntry, TcpStreamEntry,
+    FdTypes, FileEntry, InetSkEntry, IpOptsEntry, SkOptsEntry, SkPacketEntry, TcpOptsEntry,
+    TcpStreamEntry,
 };
 use cryo_proto::magic;
 use nix::errno::Errno;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -48,8 +57,13 @@ const TCP_STREAM: Kind = Kind {
 
 // <netinet/tcp.h> states.
 const TCP_ESTABLISHED: u32 = 1;
+const TCP_FIN_WAIT1: u32 = 4;
+const TCP_FIN_WAIT2: u32 = 5;
 const TCP_CLOSE: u32 = 7;
+const TCP_CLOSE_WAIT: u32 = 8;
+const TCP_LAST_ACK: u32 = 9;
 const TCP_LISTEN: u32 = 10;
+const TCP_CLOSING: u32 = 11;
 const STATE_NAMES: [&str; 13] = [
     "?",
     "ESTABLISHED",
@@ -74,6 +88,32 @@ const TCPOPT_MAXSEG: u32 = 2;
 const TCPOPT_WINDOW: u32 = 3;
 const TCPOPT_SACK_PERM: u32 = 4;
 const TCPOPT_TIMESTAMP: u32 = 8;
+
+/// A connection cryo dumps with its stream: established or half-closed.
+fn is_stream(state: u32) -> bool {
+    matches!(
+        state,
+        TCP_ESTABLISHED
+            | TCP_FIN_WAIT1
+            | TCP_FIN_WAIT2
+            | TCP_CLOSE_WAIT
+            | TCP_LAST_ACK
+            | TCP_CLOSING
+    )
+}
+
+/// This end sent its FIN (it takes one sequence number of the send queue).
+fn fin_sent(state: u32) -> bool {
+    matches!(
+        state,
+        TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_LAST_ACK | TCP_CLOSING
+    )
+}
+
+/// The peer's FIN arrived (it takes one sequence number of the receive queue).
+fn fin_received(state: u32) -> bool {
+    matches!(state, TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING)
+}
 
 fn stream_name(ino: u32) -> String {
     format!("tcp-stream-{ino}.img")
@@ -122,6 +162,8 @@ fn words_addr(family: u32, words: &[u32], port: u32) -> Option<SocketAddr> {
 struct Stream {
     pid: i32,
     ino: u32,
+    /// The TCP state seen when the fd was dumped (in files.img).
+    state: u32,
     sk: OwnedFd,
     /// "127.0.0.1:6379 <-> 127.0.0.1:40000", for messages.
     desc: String,
@@ -165,21 +207,30 @@ impl Stream {
             .map_err(self.sys("setsockopt(TCP_REPAIR)"))?;
         self.in_repair = true;
         let ti = net::tcp_info(sk).map_err(self.sys("getsockopt(TCP_INFO)"))?;
-        if u32::from(ti.state) != TCP_ESTABLISHED {
+        if u32::from(ti.state) != self.state {
             return Err(Error::Unsupported {
                 pid: self.pid,
                 what: format!("TCP connection {}", self.desc),
                 why: format!(
-                    "it went to state {} during the dump",
+                    "it went from state {} to {} during the dump; retry",
+                    state_name(self.state),
                     state_name(ti.state.into())
                 ),
             });
         }
+        // SIOCINQ already leaves a received FIN out.
         let inq_len = net::ioctl_int(sk, net::SIOCINQ).map_err(self.sys("ioctl(SIOCINQ)"))? as u32;
-        let outq_len =
+        let mut outq_len =
             net::ioctl_int(sk, net::SIOCOUTQ).map_err(self.sys("ioctl(SIOCOUTQ)"))? as u32;
-        let unsq_len =
+        let mut unsq_len =
             net::ioctl_int(sk, net::SIOCOUTQNSD).map_err(self.sys("ioctl(SIOCOUTQNSD)"))? as u32;
+        if fin_sent(self.state) {
+            // As CRIU: the lengths leave out the FIN (no data; not yet acked, it is
+            // counted in SIOCOUTQ, and in SIOCOUTQNSD if not yet sent); the queue's
+            // sequence number keeps it (adjusted on restore, from the state).
+            outq_len = outq_len.saturating_sub(1);
+            unsq_len = unsq_len.saturating_sub(1);
+        }
         let mss = net::getsockopt_int(sk, libc::SOL_TCP, libc::TCP_MAXSEG)
             .map_err(self.sys("getsockopt(TCP_MAXSEG)"))? as u32;
         let opt_mask = u32::from(ti.options);
@@ -363,6 +414,89 @@ fn dump_opts(
     Ok((opts, tcp_opts))
 }
 
+/// A sender's address in `sk_packet_entry.addr`: the `sockaddr_in` / `sockaddr_in6`
+/// bytes (family in host order, port and address in network order).
+fn sockaddr_bytes(a: &SocketAddr) -> Vec<u8> {
+    let mut b = Vec::with_capacity(28);
+    match a {
+        SocketAddr::V4(v4) => {
+            b.extend((libc::AF_INET as u16).to_ne_bytes());
+            b.extend(v4.port().to_be_bytes());
+            b.extend(v4.ip().octets());
+            b.extend([0u8; 8]);
+        }
+        SocketAddr::V6(v6) => {
+            b.extend((libc::AF_INET6 as u16).to_ne_bytes());
+            b.extend(v6.port().to_be_bytes());
+            b.extend(v6.flowinfo().to_be_bytes());
+            b.extend(v6.ip().octets());
+            b.extend(v6.scope_id().to_ne_bytes());
+        }
+    }
+    b
+}
+
+fn sockaddr_parse(b: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes(b.get(..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(b.get(2..4)?.try_into().ok()?);
+    match i32::from(family) {
+        libc::AF_INET => {
+            let ip: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::V4(SocketAddrV4::new(ip.into(), port)))
+        }
+        libc::AF_INET6 => {
+            let flow = u32::from_be_bytes(b.get(4..8)?.try_into().ok()?);
+            let ip: [u8; 16] = b.get(8..24)?.try_into().ok()?;
+            let scope = u32::from_ne_bytes(b.get(24..28)?.try_into().ok()?);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip.into(),
+                port,
+                flow,
+                scope,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// The datagrams queued on a UDP socket, read without consuming them: `MSG_PEEK` at a
+/// moving `SO_PEEK_OFF` (put back as it was), each with its sender.
+fn peek_datagrams(f: &Fd, sk: BorrowedFd) -> Result<Vec<(SocketAddr, Vec<u8>)>> {
+    let sys = |call: &'static str| Error::sys(call, f.pid);
+    let orig = net::getsockopt_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
+        .map_err(sys("getsockopt(SO_PEEK_OFF)"))?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let mut off = 0usize;
+    let r = loop {
+        if let Err(e) = net::setsockopt_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off as i32) {
+            break Err(sys("setsockopt(SO_PEEK_OFF)")(e));
+        }
+        match net::peek_from(sk, &mut buf) {
+            Ok((_, 0, _)) => {
+                break Err(f.unsupported(
+                    "a zero-length datagram is queued on a UDP socket; cryo cannot read \
+                     past it without consuming it",
+                ))
+            }
+            Ok((n, full, from)) if n == full => {
+                let Some(from) = from else {
+                    break Err(f.unsupported("a queued datagram has no sender address"));
+                };
+                out.push((from, buf[..n].to_vec()));
+                off += n;
+            }
+            Ok((_, full, _)) => {
+                break Err(f.unsupported(format!("a {full}-byte datagram is queued")))
+            }
+            Err(Errno::EAGAIN) => break Ok(()),
+            Err(e) => break Err(sys("recvfrom(MSG_PEEK)")(e)),
+        }
+    };
+    let _ = net::setsockopt_int(sk, libc::SOL_SOCKET, libc::SO_PEEK_OFF, orig);
+    r.map(|()| out)
+}
+
 fn fmt_addr(a: Option<SocketAddr>) -> String {
     a.map(|a| a.to_string())
         .unwrap_or_else(|| "(unbound)".into())
@@ -404,10 +538,15 @@ pub fn dump(f: &Fd, ino: u64, ids: &mut FileIds) -> Result<u32> {
                     )));
                 }
             }
-            TCP_ESTABLISHED => {
+            s if is_stream(s) => {
                 if !ids.opts.tcp_established {
+                    let what = if s == TCP_ESTABLISHED {
+                        "established TCP connection".to_string()
+                    } else {
+                        format!("half-closed TCP connection ({})", state_name(s))
+                    };
                     return Err(f.unsupported(format!(
-                        "established TCP connection {desc}; dump with --tcp-established \
+                        "{what} {desc}; dump with --tcp-established \
                          to keep it (and restore with --tcp-established, or --tcp-close \
                          to get it back closed)"
                     )));
@@ -416,7 +555,8 @@ pub fn dump(f: &Fd, ino: u64, ids: &mut FileIds) -> Result<u32> {
             TCP_CLOSE => {}
             s => {
                 return Err(f.unsupported(format!(
-                    "TCP connection {desc} in state {}: only listening, established and \
+                    "TCP connection {desc} in state {}: only listening, established, \
+                     half-closed (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) and \
                      unconnected TCP sockets can be dumped; retry when it has closed",
                     state_name(s)
                 )))
@@ -425,10 +565,6 @@ pub fn dump(f: &Fd, ino: u64, ids: &mut FileIds) -> Result<u32> {
         // For a listener, tcpi_sacked is the backlog given to listen().
         (if state == TCP_LISTEN { ti.sacked } else { 0 }, state)
     } else {
-        let queued = net::ioctl_int(sk, net::SIOCINQ).unwrap_or(0);
-        if queued > 0 {
-            log::warn!(pid = f.pid, fd = f.fd, sock = desc.as_str(); "datagrams queued on a UDP socket are not dumped (dropped)");
-        }
         (
             0,
             if peer.is_some() {
@@ -487,10 +623,25 @@ pub fn dump(f: &Fd, ino: u64, ids: &mut FileIds) -> Result<u32> {
     if let Some(isk) = ids.files.last_mut().and_then(|e| e.isk.as_mut()) {
         isk.id = id;
     }
-    if tcp && state == TCP_ESTABLISHED {
+    if !tcp {
+        for (from, data) in peek_datagrams(f, sk)? {
+            log::debug!(pid = f.pid, fd = f.fd, sock = desc.as_str(), from:% = from, bytes = data.len(); "UDP: queued datagram");
+            ids.unix.add_packet(
+                SkPacketEntry {
+                    id_for: id,
+                    length: data.len() as u32,
+                    addr: Some(sockaddr_bytes(&from)),
+                    scm: Vec::new(),
+                },
+                data,
+            );
+        }
+    }
+    if tcp && is_stream(state) {
         ids.inet.streams.push(Stream {
             pid: f.pid,
             ino: ino as u32,
+            state,
             sk: copy,
             desc: desc.clone(),
             reuseaddr,
@@ -513,6 +664,188 @@ struct Repaired {
     reuseaddr: bool,
     /// The part of the send queue never sent: written after repair mode is left.
     unsent: Vec<u8>,
+    /// The peer's FIN had arrived: replayed into the socket before it leaves repair
+    /// mode.
+    fin_in: Option<FinIn>,
+    /// This end had sent its FIN: shutdown(SHUT_WR) once the unsent data is queued.
+    shut_wr: bool,
+}
+
+/// The peer's FIN, as a packet to inject (see `fin_packet`).
+#[derive(Debug, Clone, Copy)]
+struct FinIn {
+    peer: SocketAddr,
+    local: SocketAddr,
+    seq: u32,
+    ack: u32,
+    win: u16,
+}
+
+/// What a rebuilt connection still needs once every socket exists.
+struct Rebuilt {
+    unsent: Vec<u8>,
+    fin_in: Option<FinIn>,
+}
+
+/// One's-complement sum of 16-bit big-endian words (odd tail padded).
+fn csum_add(mut sum: u32, b: &[u8]) -> u32 {
+    for c in b.chunks(2) {
+        let w = u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]);
+        sum += u32::from(w);
+    }
+    sum
+}
+
+fn csum_fold(mut sum: u32) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The IPv4 address behind a v4 (or v4-mapped v6) socket address.
+fn v4_of(a: &SocketAddr) -> Option<Ipv4Addr> {
+    match a.ip() {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    }
+}
+
+/// An IP packet from `src` to `dst` carrying `l4` (a TCP or UDP header and payload,
+/// its checksum at `csum_at` computed here), for a raw `IPPROTO_RAW` socket, which
+/// takes the IP header from us: IPv4 when both addresses are v4 (or v4-mapped), IPv6
+/// otherwise. Returns the packet and whether it is IPv4.
+fn ip_packet(
+    src: &SocketAddr,
+    dst: &SocketAddr,
+    proto: u8,
+    mut l4: Vec<u8>,
+    csum_at: usize,
+) -> (Vec<u8>, bool) {
+    let len = l4.len() as u32;
+    let finish = |sum: u32, l4: &mut Vec<u8>| {
+        let mut c = csum_fold(csum_add(sum, l4));
+        if c == 0 && proto == libc::IPPROTO_UDP as u8 {
+            c = 0xffff; // 0 means "no checksum" for UDP
+        }
+        l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    };
+    match (v4_of(src), v4_of(dst)) {
+        (Some(s4), Some(d4)) => {
+            let mut sum = csum_add(0, &s4.octets());
+            sum = csum_add(sum, &d4.octets());
+            sum = csum_add(sum, &[0, proto]);
+            sum = csum_add(sum, &(len as u16).to_be_bytes());
+            finish(sum, &mut l4);
+            let mut ip = vec![0x45, 0];
+            ip.extend((20 + len as u16).to_be_bytes());
+            ip.extend([0, 0, 0x40, 0, 64, proto, 0, 0]);
+            ip.extend(s4.octets());
+            ip.extend(d4.octets());
+            let c = csum_fold(csum_add(0, &ip));
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            ip.extend(l4);
+            (ip, true)
+        }
+        _ => {
+            let v6 = |a: &SocketAddr| match a.ip() {
+                IpAddr::V6(v6) => v6.octets(),
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            };
+            let (s6, d6) = (v6(src), v6(dst));
+            let mut sum = csum_add(0, &s6);
+            sum = csum_add(sum, &d6);
+            sum = csum_add(sum, &len.to_be_bytes());
+            sum = csum_add(sum, &[0, 0, 0, proto]);
+            finish(sum, &mut l4);
+            let mut ip = vec![0x60, 0, 0, 0];
+            ip.extend((len as u16).to_be_bytes());
+            ip.extend([proto, 64]);
+            ip.extend(s6);
+            ip.extend(d6);
+            ip.extend(l4);
+            (ip, false)
+        }
+    }
+}
+
+/// A bare FIN|ACK from `f.peer` to `f.local`, as an IP packet (see `ip_packet`).
+fn fin_packet(f: &FinIn) -> (Vec<u8>, bool) {
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend(f.peer.port().to_be_bytes());
+    tcp.extend(f.local.port().to_be_bytes());
+    tcp.extend(f.seq.to_be_bytes());
+    tcp.extend(f.ack.to_be_bytes());
+    tcp.push(5 << 4); // data offset: 5 words, no options
+    tcp.push(0x11); // FIN | ACK
+    tcp.extend(f.win.to_be_bytes());
+    tcp.extend([0, 0, 0, 0]); // checksum, urgent pointer
+    ip_packet(&f.peer, &f.local, libc::IPPROTO_TCP as u8, tcp, 16)
+}
+
+/// A UDP datagram from `src` to `dst`, as an IP packet (see `ip_packet`).
+fn udp_packet(src: &SocketAddr, dst: &SocketAddr, data: &[u8]) -> (Vec<u8>, bool) {
+    let mut udp = Vec::with_capacity(8 + data.len());
+    udp.extend(src.port().to_be_bytes());
+    udp.extend(dst.port().to_be_bytes());
+    udp.extend(((8 + data.len()) as u16).to_be_bytes());
+    udp.extend([0, 0]);
+    udp.extend(data);
+    ip_packet(src, dst, libc::IPPROTO_UDP as u8, udp, 6)
+}
+
+/// Sends a packet made by `ip_packet` to `to` (a local address) through a raw socket.
+fn raw_send(
+    pkt: &[u8],
+    v4: bool,
+    to: &SocketAddr,
+) -> std::result::Result<(), (&'static str, Errno)> {
+    let (family, dst) = if v4 {
+        let ip = v4_of(to).unwrap_or(Ipv4Addr::LOCALHOST);
+        (libc::AF_INET, SocketAddr::V4(SocketAddrV4::new(ip, 0)))
+    } else {
+        let ip = match to.ip() {
+            IpAddr::V6(v6) => v6,
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        };
+        (
+            libc::AF_INET6,
+            SocketAddr::V6(SocketAddrV6::new(ip, 0, 0, 0)),
+        )
+    };
+    let raw = net::socket(family, libc::SOCK_RAW, libc::IPPROTO_RAW)
+        .map_err(|e| ("socket(SOCK_RAW)", e))?;
+    let n = net::send_to(raw.as_fd(), pkt, 0, &dst).map_err(|e| ("sendto (raw)", e))?;
+    if n != pkt.len() {
+        return Err(("sendto (raw)", Errno::EIO));
+    }
+    Ok(())
+}
+
+/// Replays the peer's FIN into a connection in repair mode, as CRIU does: a bare
+/// FIN|ACK at the FIN's sequence number, through a raw socket. The kernel takes it as
+/// it took the original (the state moves to CLOSE_WAIT, the FIN is queued after the
+/// data, so the program reads the data then EOF) and acks it again: a duplicate the
+/// peer ignores. Waits (bounded) until the socket has taken it.
+fn replay_fin(sk: BorrowedFd, f: &FinIn) -> std::result::Result<(), (&'static str, Errno)> {
+    let (pkt, v4) = fin_packet(f);
+    raw_send(&pkt, v4, &f.local)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let st = net::tcp_info(sk)
+            .map_err(|e| ("getsockopt(TCP_INFO)", e))?
+            .state;
+        if fin_received(st.into()) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err((
+                "the replayed FIN was not taken (state stays ESTABLISHED)",
+                Errno::ETIMEDOUT,
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Restored connections waiting to leave repair mode. Dropped without `finish` (a
@@ -521,9 +854,29 @@ struct Repaired {
 pub struct Pending(Vec<Repaired>);
 
 impl Pending {
-    /// Takes every connection out of repair mode (the kernel sends a window probe to
-    /// the peer), puts SO_REUSEADDR back and sends the data that was never sent.
+    /// Replays the FINs the connections had received (every socket of the tree exists
+    /// now, so the ACK this triggers reaches a socket), then takes every connection out
+    /// of repair mode (the kernel sends a window probe to the peer), puts SO_REUSEADDR
+    /// back, sends the data that was never sent and, for a connection whose FIN was
+    /// sent, shuts down its write side: the FIN goes out again after that data (the
+    /// peer acks it, or drops it as a duplicate and acks its sequence), and writes fail
+    /// with EPIPE as they did.
     pub fn finish(self) -> Result<()> {
+        let skip = crate::error::fault_point("skip-fin-replay").is_err();
+        for r in &self.0 {
+            let Some(f) = &r.fin_in else { continue };
+            if skip {
+                continue;
+            }
+            replay_fin(r.sk.as_fd(), f).map_err(|(what, e)| Error::Restore {
+                pid: 0,
+                msg: format!(
+                    "TCP connection {}: replaying the peer's FIN: {what}: {e}",
+                    r.desc
+                ),
+            })?;
+            log::debug!(conn = r.desc.as_str(), seq = f.seq; "TCP: peer's FIN replayed");
+        }
         for r in &self.0 {
             let sk = r.sk.as_fd();
             let err = |call: &'static str| {
@@ -548,6 +901,9 @@ impl Pending {
                 )
                 .map_err(err("send (unsent data)"))?;
             }
+            if r.shut_wr && !skip {
+                net::shutdown(sk, libc::SHUT_WR).map_err(err("shutdown(SHUT_WR)"))?;
+            }
             log::debug!(conn = r.desc.as_str(), unsent = r.unsent.len(); "TCP connection released");
         }
         Ok(())
@@ -558,11 +914,37 @@ impl Pending {
 #[derive(Debug, Default)]
 pub struct Restorer {
     pending: Pending,
+    /// Datagrams queued on UDP sockets, by file id, in queue order.
+    datagrams: HashMap<u32, Vec<(SkPacketEntry, Vec<u8>)>>,
 }
 
 impl Restorer {
-    pub fn load(_dir: &ImageDir) -> Result<Self> {
-        Ok(Restorer::default())
+    /// Loads the datagrams of the image's UDP sockets from sk-queues.img (which the
+    /// unix sockets share).
+    pub fn load(dir: &ImageDir, files: &[FileEntry]) -> Result<Self> {
+        let udp: std::collections::HashSet<u32> = files
+            .iter()
+            .filter(|f| {
+                f.isk
+                    .as_ref()
+                    .is_some_and(|i| i.proto as i32 == libc::IPPROTO_UDP)
+            })
+            .map(|f| f.id)
+            .collect();
+        let mut datagrams: HashMap<u32, Vec<_>> = HashMap::new();
+        if !udp.is_empty() && dir.file("sk-queues.img").exists() {
+            let mut r = dir.reader("sk-queues.img", super::unix::SK_QUEUES)?;
+            while let Some(e) = r.next_entry::<SkPacketEntry>()? {
+                let data = r.read_raw(e.length as u64)?;
+                if udp.contains(&e.id_for) {
+                    datagrams.entry(e.id_for).or_default().push((e, data));
+                }
+            }
+        }
+        Ok(Restorer {
+            datagrams,
+            ..Default::default()
+        })
     }
 
     /// The restored connections still in repair mode (see `Pending::finish`).
@@ -737,13 +1119,18 @@ pub fn restore(op: &mut Opener, fe: &FileEntry) -> Result<OwnedFd> {
         msg: format!("socket {desc} (file {}): {what}: {e}", fe.id),
     };
     let tcp = isk.proto as i32 == libc::IPPROTO_TCP;
-    let established = tcp && isk.state == TCP_ESTABLISHED;
+    let established = tcp && is_stream(isk.state);
     if established && !op.opts.tcp_established && !op.opts.tcp_close {
         return Err(Error::Restore {
             pid: 0,
             msg: format!(
-                "established TCP connection {desc}: restore with --tcp-established \
-                 (or --tcp-close to get it back closed)"
+                "{} TCP connection {desc}: restore with --tcp-established \
+                 (or --tcp-close to get it back closed)",
+                if isk.state == TCP_ESTABLISHED {
+                    "established"
+                } else {
+                    state_name(isk.state)
+                }
             ),
         });
     }
@@ -778,7 +1165,7 @@ pub fn restore(op: &mut Opener, fe: &FileEntry) -> Result<OwnedFd> {
         let (Some(local), Some(peer)) = (local, peer) else {
             return Err(fail("connection without addresses", Errno::EINVAL));
         };
-        let unsent = restore_stream(op.dir, sk, isk, &local, &peer)?;
+        let Rebuilt { unsent, fin_in } = restore_stream(op.dir, sk, isk, &local, &peer)?;
         file_flags(sk)?;
         let dup = sock
             .try_clone()
@@ -788,6 +1175,8 @@ pub fn restore(op: &mut Opener, fe: &FileEntry) -> Result<OwnedFd> {
             desc,
             reuseaddr: reuseaddr != 0,
             unsent,
+            fin_in,
+            shut_wr: fin_sent(isk.state),
         });
         return Ok(sock);
     }
@@ -802,6 +1191,30 @@ pub fn restore(op: &mut Opener, fe: &FileEntry) -> Result<OwnedFd> {
         net::listen(sk, isk.backlog as i32).map_err(|e| fail("listen", e))?;
     }
     if !tcp {
+        // Queued datagrams: sent again from their senders' addresses (raw IP packets:
+        // a sender's address need not be free, or even local), before connect, which
+        // would filter out those from another address.
+        let queued = op.inet.datagrams.remove(&fe.id).unwrap_or_default();
+        if !queued.is_empty() {
+            let to = bound
+                .ok_or_else(|| fail("datagrams queued on an unbound socket", Errno::EINVAL))?;
+            let to = if to.ip().is_unspecified() {
+                match to {
+                    SocketAddr::V4(_) => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), to.port()),
+                    SocketAddr::V6(_) => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), to.port()),
+                }
+            } else {
+                to
+            };
+            for (e, data) in &queued {
+                let from = e.addr.as_deref().and_then(sockaddr_parse).ok_or_else(|| {
+                    fail("a queued datagram without a sender address", Errno::EINVAL)
+                })?;
+                let (pkt, v4) = udp_packet(&from, &to, data);
+                raw_send(&pkt, v4, &to).map_err(|(what, e)| fail(what, e))?;
+            }
+            log::debug!(sock = desc.as_str(), n = queued.len(); "UDP: queued datagrams sent again");
+        }
         if let Some(p) = &peer {
             net::connect(sk, p).map_err(|e| fail("connect", e))?;
         }
@@ -812,15 +1225,16 @@ pub fn restore(op: &mut Opener, fe: &FileEntry) -> Result<OwnedFd> {
     Ok(sock)
 }
 
-/// Rebuilds an established connection in repair mode from its tcp-stream image;
-/// returns the part of the send queue that was never sent.
+/// Rebuilds a connection in repair mode from its tcp-stream image, as ESTABLISHED:
+/// a half-closed one without its FINs, which `Pending::finish` replays. Returns the
+/// part of the send queue that was never sent and the received FIN to replay.
 fn restore_stream(
     dir: &ImageDir,
     sk: BorrowedFd,
     isk: &InetSkEntry,
     local: &SocketAddr,
     peer: &SocketAddr,
-) -> Result<Vec<u8>> {
+) -> Result<Rebuilt> {
     let name = stream_name(isk.ino);
     let mut r = dir.reader(&name, TCP_STREAM)?;
     let bad = |msg: String| {
@@ -852,9 +1266,13 @@ fn restore_stream(
     };
     let sol = libc::SOL_TCP;
     net::bind(sk, local).map_err(fail("bind"))?;
+    // The images' sequence numbers count the FINs; the queues are rebuilt without.
+    let rcv_nxt = e.inq_seq.wrapping_sub(u32::from(fin_received(isk.state)));
+    let snd_end = e.outq_seq.wrapping_sub(u32::from(fin_sent(isk.state)));
+    let snd_una = snd_end.wrapping_sub(e.outq_len);
     for (queue, seq) in [
-        (net::TCP_RECV_QUEUE, e.inq_seq.wrapping_sub(e.inq_len)),
-        (net::TCP_SEND_QUEUE, e.outq_seq.wrapping_sub(e.outq_len)),
+        (net::TCP_RECV_QUEUE, rcv_nxt.wrapping_sub(e.inq_len)),
+        (net::TCP_SEND_QUEUE, snd_una),
     ] {
         net::setsockopt_int(sk, sol, net::TCP_REPAIR_QUEUE, queue)
             .map_err(fail("setsockopt(TCP_REPAIR_QUEUE)"))?;
@@ -899,6 +1317,12 @@ fn restore_stream(
     if let (Some(snd_wl1), Some(snd_wnd), Some(max_window), Some(rcv_wnd), Some(rcv_wup)) =
         (e.snd_wl1, e.snd_wnd, e.max_window, e.rcv_wnd, e.rcv_wup)
     {
+        // The window was last advertised past the FIN, one beyond rcv_nxt now.
+        let (rcv_wup, rcv_wnd) = if fin_received(isk.state) {
+            (rcv_wup.wrapping_sub(1), rcv_wnd.wrapping_add(1))
+        } else {
+            (rcv_wup, rcv_wnd)
+        };
         net::set_repair_window(
             sk,
             net::RepairWindow {
@@ -911,8 +1335,26 @@ fn restore_stream(
         )
         .map_err(fail("setsockopt(TCP_REPAIR_WINDOW)"))?;
     }
-    log::debug!(conn = desc.as_str(), inq = e.inq_len, outq = e.outq_len, unsent = unsq; "TCP connection rebuilt in repair mode");
-    Ok(outq[sent..].to_vec())
+    log::debug!(conn = desc.as_str(), inq = e.inq_len, outq = e.outq_len, unsent = unsq, state = state_name(isk.state); "TCP connection rebuilt in repair mode");
+    // The peer's FIN, acking what the peer had acked, advertising its window.
+    let fin_in = fin_received(isk.state).then(|| {
+        let scale = if e.opt_mask & TCPI_OPT_WSCALE != 0 {
+            e.snd_wscale.min(14)
+        } else {
+            0
+        };
+        FinIn {
+            peer: *peer,
+            local: *local,
+            seq: rcv_nxt,
+            ack: snd_una,
+            win: (e.snd_wnd.unwrap_or(65535) >> scale).min(65535) as u16,
+        }
+    });
+    Ok(Rebuilt {
+        unsent: outq[sent..].to_vec(),
+        fin_in,
+    })
 }
 
 #[cfg(test)]
@@ -944,6 +1386,63 @@ mod tests {
         assert_eq!(words_addr(libc::AF_INET as u32, &[], 1), None);
         assert_eq!(words_addr(libc::AF_INET as u32, &[1], 70000), None);
         assert_eq!(words_addr(99, &[1], 1), None);
+    }
+
+    #[test]
+    fn raw_packets_check_out() {
+        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:6000".parse().unwrap();
+        let (p, v4) = udp_packet(&a, &b, b"hello");
+        assert!(v4);
+        assert_eq!(p.len(), 20 + 8 + 5);
+        assert_eq!(csum_fold(csum_add(0, &p[..20])), 0, "IP header checksum");
+        let mut sum = csum_add(0, &p[12..20]);
+        sum = csum_add(sum, &[0, 17, 0, 13]);
+        assert_eq!(csum_fold(csum_add(sum, &p[20..])), 0, "UDP checksum");
+        let f = FinIn {
+            peer: "[::1]:80".parse().unwrap(),
+            local: "[::1]:40000".parse().unwrap(),
+            seq: 7,
+            ack: 9,
+            win: 100,
+        };
+        let (p, v4) = fin_packet(&f);
+        assert!(!v4);
+        assert_eq!(p.len(), 40 + 20);
+        assert_eq!(p[6], 6);
+        assert_eq!(p[40 + 13], 0x11);
+        let mut sum = csum_add(0, &p[8..40]);
+        sum = csum_add(sum, &[0, 0, 0, 20, 0, 0, 0, 6]);
+        assert_eq!(csum_fold(csum_add(sum, &p[40..])), 0, "TCP checksum");
+        // v4-mapped addresses go out as IPv4.
+        let f = FinIn {
+            peer: "[::ffff:127.0.0.1]:80".parse().unwrap(),
+            local: "[::ffff:127.0.0.1]:81".parse().unwrap(),
+            ..f
+        };
+        assert!(fin_packet(&f).1);
+    }
+
+    #[test]
+    fn sender_addresses_round_trip() {
+        for a in ["127.0.0.1:53", "[::1]:65535", "[fe80::1%2]:9"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(sockaddr_parse(&sockaddr_bytes(&a)), Some(a));
+        }
+        assert_eq!(sockaddr_parse(&[]), None);
+        assert_eq!(sockaddr_parse(&[1, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn half_closed_states() {
+        for s in [TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING] {
+            assert!(fin_sent(s) && is_stream(s));
+        }
+        for s in [TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING] {
+            assert!(fin_received(s) && is_stream(s));
+        }
+        assert!(!fin_sent(TCP_ESTABLISHED) && !fin_received(TCP_ESTABLISHED));
+        assert!(!is_stream(TCP_LISTEN) && !is_stream(6) && !is_stream(2));
     }
 
     #[test]

@@ -433,7 +433,7 @@ impl<'a> Opener<'a> {
             memfds: memfd::Restorer::load(dir)?,
             mqueues: mqueue::Restorer::load(dir)?,
             unix: unix::Restorer::load(dir)?,
-            inet: inet::Restorer::load(dir)?,
+            inet: inet::Restorer::load(dir, files)?,
             locks: locks::Restorer::load(dir)?,
             ttys: tty::Restorer::load(dir, files)?,
             epolls_done: Default::default(),

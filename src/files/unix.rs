@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
-const SK_QUEUES: Kind = Kind {
+pub(crate) const SK_QUEUES: Kind = Kind {
     name: "sk-queues",
     magic: magic::SK_QUEUES_MAGIC,
     common: true,
@@ -150,6 +150,11 @@ pub struct DumpState {
 }
 
 impl DumpState {
+    /// A queued packet of another socket kind (UDP), for sk-queues.img.
+    pub fn add_packet(&mut self, e: SkPacketEntry, data: Vec<u8>) {
+        self.packets.push((e, data));
+    }
+
     pub fn write(&self, dir: &ImageDir) -> Result<()> {
         if self.packets.is_empty() {
             return Ok(());

@@ -298,3 +298,46 @@ pub fn ioctl_int(fd: BorrowedFd, req: u64) -> Result<i32, Errno> {
     check(r as libc::c_long)?;
     Ok(v)
 }
+
+/// `sendto` (a raw socket's packet to `a`, or a datagram).
+pub fn send_to(fd: BorrowedFd, buf: &[u8], flags: i32, a: &SocketAddr) -> Result<usize, Errno> {
+    let (ss, len) = to_storage(a);
+    // SAFETY: the kernel reads `buf.len()` bytes from a live slice and a valid sockaddr
+    // of `len` bytes.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            flags,
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    check(r as libc::c_long).map(|n| n as usize)
+}
+
+/// A datagram peeked (`MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT`) at the socket's peek
+/// offset: the bytes copied, the datagram's full length and its sender.
+pub fn peek_from(
+    fd: BorrowedFd,
+    buf: &mut [u8],
+) -> Result<(usize, usize, Option<SocketAddr>), Errno> {
+    // SAFETY: plain old data; zeroes are valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `buf.len()` bytes into a live slice and at most
+    // `len` bytes of address into `ss`.
+    let r = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    let full = check(r as libc::c_long)? as usize;
+    Ok((full.min(buf.len()), full, from_storage(&ss)))
+}
