@@ -74,17 +74,6 @@ static int wd_dir, wd_exe;
 static time_t abs_expiry;
 static struct stat dir_st;
 
-static void put(int fd, int want)
-{
-    if (fd < 0)
-        zdtm_die("setup of fd %d: %s", want, strerror(errno));
-    if (fd != want) {
-        if (dup2(fd, want) != want)
-            zdtm_die("dup2 %d: %s", want, strerror(errno));
-        close(fd);
-    }
-}
-
 static void fill_bytes(int fd, size_t n, uint64_t seed)
 {
     unsigned char *b = malloc(n);
@@ -143,8 +132,8 @@ static void setup(void)
     if (want("pipe")) {
         if (pipe(p))
             zdtm_die("pipe: %s", strerror(errno));
-        put(p[0], FD_PIPE_R);
-        put(p[1], FD_PIPE_W);
+        zdtm_put_fd(p[0], FD_PIPE_R);
+        zdtm_put_fd(p[1], FD_PIPE_W);
         if (fcntl(FD_PIPE_W, F_SETPIPE_SZ, 256 * 1024) < 0)
             zdtm_die("F_SETPIPE_SZ: %s", strerror(errno));
         fill_bytes(FD_PIPE_W, PIPE_BYTES, 1);
@@ -154,7 +143,7 @@ static void setup(void)
     if (want("halfpipe")) {
         if (pipe(p))
             zdtm_die("pipe: %s", strerror(errno));
-        put(p[0], FD_HALF_R);
+        zdtm_put_fd(p[0], FD_HALF_R);
         fill_bytes(p[1], HALF_BYTES, 2);
         close(p[1]);
     }
@@ -164,15 +153,15 @@ static void setup(void)
         unlink(fifo_path);
         if (mkfifo(fifo_path, 0600))
             zdtm_die("mkfifo: %s", strerror(errno));
-        put(open(fifo_path, O_RDONLY | O_NONBLOCK), FD_FIFO_R);
-        put(open(fifo_path, O_WRONLY), FD_FIFO_W);
+        zdtm_put_fd(open(fifo_path, O_RDONLY | O_NONBLOCK), FD_FIFO_R);
+        zdtm_put_fd(open(fifo_path, O_WRONLY), FD_FIFO_W);
         fcntl(FD_FIFO_R, F_SETFL, 0);
         fill_bytes(FD_FIFO_W, FIFO_BYTES, 3);
     }
 
     if (want("eventfd")) {
-        put(eventfd(7, 0), FD_EFD);
-        put(eventfd(3, EFD_SEMAPHORE | EFD_NONBLOCK), FD_EFD_SEM);
+        zdtm_put_fd(eventfd(7, 0), FD_EFD);
+        zdtm_put_fd(eventfd(3, EFD_SEMAPHORE | EFD_NONBLOCK), FD_EFD_SEM);
     }
 
     if (want("signalfd")) {
@@ -181,28 +170,28 @@ static void setup(void)
         sigaddset(&m, SIGUSR1);
         sigaddset(&m, SIGUSR2);
         sigprocmask(SIG_BLOCK, &m, NULL);
-        put(signalfd(-1, &m, SFD_NONBLOCK), FD_SIGFD);
+        zdtm_put_fd(signalfd(-1, &m, SFD_NONBLOCK), FD_SIGFD);
         raise(SIGUSR1);
     }
 
     if (want("timerfd")) {
-        put(timerfd_create(CLOCK_MONOTONIC, 0), FD_TFD_PERIODIC);
+        zdtm_put_fd(timerfd_create(CLOCK_MONOTONIC, 0), FD_TFD_PERIODIC);
         struct itimerspec its = {.it_value = {0, 400000000}, .it_interval = {0, 300000000}};
         if (timerfd_settime(FD_TFD_PERIODIC, 0, &its, NULL))
             zdtm_die("timerfd_settime: %s", strerror(errno));
-        put(timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK), FD_TFD_ABS);
+        zdtm_put_fd(timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK), FD_TFD_ABS);
         abs_expiry = time(NULL) + 3600;
         struct itimerspec abs = {.it_value = {abs_expiry, 0}};
         if (timerfd_settime(FD_TFD_ABS, TFD_TIMER_ABSTIME, &abs, NULL))
             zdtm_die("timerfd_settime abs: %s", strerror(errno));
-        put(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK), FD_TFD_EXPIRED);
+        zdtm_put_fd(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK), FD_TFD_EXPIRED);
         struct itimerspec once = {.it_value = {0, 1000000}};
         timerfd_settime(FD_TFD_EXPIRED, 0, &once, NULL);
         usleep(20000);
     }
 
     if (want("memfd")) {
-        put(memfd_create("cryo-memfd", MFD_ALLOW_SEALING), FD_MEMFD);
+        zdtm_put_fd(memfd_create("cryo-memfd", MFD_ALLOW_SEALING), FD_MEMFD);
         fill_bytes(FD_MEMFD, MEMFD_SIZE, 4);
         if (fcntl(FD_MEMFD, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW))
             zdtm_die("F_ADD_SEALS: %s", strerror(errno));
@@ -211,19 +200,19 @@ static void setup(void)
 
     if (want("ghost")) {
         snprintf(ghost_path, sizeof(ghost_path), "%s/cryo-fdkinds-%d.ghost", dir, (int)getpid());
-        put(open(ghost_path, O_RDWR | O_CREAT | O_TRUNC, 0640), FD_GHOST);
+        zdtm_put_fd(open(ghost_path, O_RDWR | O_CREAT | O_TRUNC, 0640), FD_GHOST);
         fill_bytes(FD_GHOST, GHOST_SIZE, 5);
         lseek(FD_GHOST, 1000, SEEK_SET);
         unlink(ghost_path);
     }
 
     if (want("dir")) {
-        put(open(dir, O_RDONLY | O_DIRECTORY), FD_DIR);
+        zdtm_put_fd(open(dir, O_RDONLY | O_DIRECTORY), FD_DIR);
         fstat(FD_DIR, &dir_st);
     }
 
     if (want("epoll")) {
-        put(epoll_create1(0), FD_EPOLL);
+        zdtm_put_fd(epoll_create1(0), FD_EPOLL);
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0xdead};
         if (epoll_ctl(FD_EPOLL, EPOLL_CTL_ADD, FD_PIPE_R, &ev))
             zdtm_die("epoll_ctl: %s", strerror(errno));
@@ -234,7 +223,7 @@ static void setup(void)
     }
 
     if (want("inotify")) {
-        put(inotify_init1(IN_NONBLOCK), FD_INOTIFY);
+        zdtm_put_fd(inotify_init1(IN_NONBLOCK), FD_INOTIFY);
         wd_exe = inotify_add_watch(FD_INOTIFY, "/proc/self/exe", IN_ATTRIB);
         /* Push the next wd up, so restore must reproduce a gap. */
         int tmp = inotify_add_watch(FD_INOTIFY, "/", IN_ATTRIB);
@@ -257,7 +246,7 @@ static void setup(void)
         unlink(link_path);
         if (symlink(real_path, link_path))
             zdtm_die("symlink: %s", strerror(errno));
-        put(open(link_path, O_RDONLY), FD_SYMLINK);
+        zdtm_put_fd(open(link_path, O_RDONLY), FD_SYMLINK);
         lseek(FD_SYMLINK, 123, SEEK_SET);
         fstat(FD_SYMLINK, &real_st);
     }

@@ -49,24 +49,6 @@ static long closed_mode;
 static const char *info_path;
 static size_t c2s_bytes;
 
-static void put(int fd, int want)
-{
-    if (fd < 0)
-        zdtm_die("setup of fd %d: %s", want, strerror(errno));
-    if (fd != want) {
-        if (dup2(fd, want) != want)
-            zdtm_die("dup2 %d: %s", want, strerror(errno));
-        close(fd);
-    }
-}
-
-static unsigned char pat(size_t i, unsigned seed)
-{
-    uint32_t x = (uint32_t)i * 2654435761u ^ seed * 40503u;
-    x ^= x >> 15;
-    return (unsigned char)(x ^ (x >> 8));
-}
-
 static int port_of(int fd)
 {
     struct sockaddr_storage ss;
@@ -137,10 +119,10 @@ static void setup(void)
     l = loopback(AF_INET, 0, &ss);
     if (bind(fd, (struct sockaddr *)&ss, l) || listen(fd, 7))
         zdtm_die("listen: %s", strerror(errno));
-    put(fd, FD_LISTEN);
+    zdtm_put_fd(fd, FD_LISTEN);
 
-    put(socket(AF_INET, SOCK_DGRAM, 0), FD_UDP1);
-    put(socket(AF_INET, SOCK_DGRAM, 0), FD_UDP2);
+    zdtm_put_fd(socket(AF_INET, SOCK_DGRAM, 0), FD_UDP1);
+    zdtm_put_fd(socket(AF_INET, SOCK_DGRAM, 0), FD_UDP2);
     l = loopback(AF_INET, 0, &ss);
     if (bind(FD_UDP1, (struct sockaddr *)&ss, l) || bind(FD_UDP2, (struct sockaddr *)&ss, l))
         zdtm_die("udp bind: %s", strerror(errno));
@@ -159,7 +141,7 @@ static void setup(void)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         l = loopback(AF_INET6, 0, &ss);
         if (bind(fd, (struct sockaddr *)&ss, l) == 0 && listen(fd, 5) == 0) {
-            put(fd, FD_LISTEN6);
+            zdtm_put_fd(fd, FD_LISTEN6);
             have6 = 1;
         } else {
             zdtm_info("no IPv6 loopback (%s): skipping the v6 listener", strerror(errno));
@@ -171,8 +153,8 @@ static void setup(void)
     l = loopback(AF_INET, port_of(FD_LISTEN), &ss);
     if (connect(fd, (struct sockaddr *)&ss, l))
         zdtm_die("connect: %s", strerror(errno));
-    put(fd, FD_CLIENT);
-    put(accept(FD_LISTEN, NULL, NULL), FD_SERVER);
+    zdtm_put_fd(fd, FD_CLIENT);
+    zdtm_put_fd(accept(FD_LISTEN, NULL, NULL), FD_SERVER);
     setsockopt(FD_CLIENT, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(FD_SERVER, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
     int rcv = 64 * 1024;
@@ -185,7 +167,7 @@ static void setup(void)
      * and the server's send queue. */
     unsigned char *b = malloc(S2C_BYTES);
     for (size_t i = 0; i < S2C_BYTES; i++)
-        b[i] = pat(i, 2);
+        b[i] = zdtm_pat(i, 2);
     fcntl(FD_SERVER, F_SETFL, O_NONBLOCK);
     size_t off = 0;
     while (off < S2C_BYTES) {
@@ -204,7 +186,7 @@ static void setup(void)
     unsigned char chunk[4096];
     for (int idle = 0; idle < 20;) {
         for (size_t i = 0; i < sizeof(chunk); i++)
-            chunk[i] = pat(c2s_bytes + i, 1);
+            chunk[i] = zdtm_pat(c2s_bytes + i, 1);
         ssize_t r = write(FD_CLIENT, chunk, sizeof(chunk));
         if (r > 0) {
             c2s_bytes += r;
@@ -228,12 +210,12 @@ static void setup(void)
         l = loopback(AF_INET6, port_of(FD_LISTEN6), &ss);
         if (connect(fd, (struct sockaddr *)&ss, l))
             zdtm_die("connect [::1]: %s", strerror(errno));
-        put(fd, FD_CLIENT6);
-        put(accept(FD_LISTEN6, NULL, NULL), FD_SERVER6);
+        zdtm_put_fd(fd, FD_CLIENT6);
+        zdtm_put_fd(accept(FD_LISTEN6, NULL, NULL), FD_SERVER6);
         unsigned char *v = malloc(V6_BYTES);
         for (int dir = 0; dir < 2; dir++) {
             for (size_t i = 0; i < V6_BYTES; i++)
-                v[i] = pat(i, 3 + dir);
+                v[i] = zdtm_pat(i, 3 + dir);
             if (write(dir ? FD_SERVER6 : FD_CLIENT6, v, V6_BYTES) != V6_BYTES)
                 zdtm_die("write v6: %s", strerror(errno));
         }
@@ -271,7 +253,7 @@ static void expect_stream(const char *what, int fd, size_t n, unsigned seed)
             return;
         }
         for (ssize_t i = 0; i < r; i++)
-            if (buf[i] != pat(have + i, seed)) {
+            if (buf[i] != zdtm_pat(have + i, seed)) {
                 zdtm_fail("%s: byte %zu differs", what, have + i);
                 return;
             }

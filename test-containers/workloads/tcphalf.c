@@ -59,24 +59,6 @@ static const char *dgrams[] = { "first, from one", "second, from two", "third, f
 static const int dgram_from[] = { FD_U1, FD_U2, FD_U1 };
 static const char *ext_dgram = "fourth, from outside";
 
-static void put(int fd, int want)
-{
-    if (fd < 0)
-        zdtm_die("setup of fd %d: %s", want, strerror(errno));
-    if (fd != want) {
-        if (dup2(fd, want) != want)
-            zdtm_die("dup2 %d: %s", want, strerror(errno));
-        close(fd);
-    }
-}
-
-static unsigned char pat(size_t i, unsigned seed)
-{
-    uint32_t x = (uint32_t)i * 2654435761u ^ seed * 40503u;
-    x ^= x >> 15;
-    return (unsigned char)(x ^ (x >> 8));
-}
-
 static struct sockaddr_in lo(int port)
 {
     struct sockaddr_in s = { .sin_family = AF_INET, .sin_port = htons(port) };
@@ -124,7 +106,7 @@ static void write_pat(int fd, size_t n, unsigned seed)
 {
     unsigned char *b = malloc(n);
     for (size_t i = 0; i < n; i++)
-        b[i] = pat(i, seed);
+        b[i] = zdtm_pat(i, seed);
     if (write(fd, b, n) != (ssize_t)n)
         zdtm_die("write fd %d: %s", fd, strerror(errno));
     free(b);
@@ -138,13 +120,13 @@ static void setup(void)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 8))
         zdtm_die("listen: %s", strerror(errno));
-    put(fd, FD_LISTEN);
+    zdtm_put_fd(fd, FD_LISTEN);
     a = lo(port_of(FD_LISTEN));
     fd = socket(AF_INET, SOCK_STREAM, 0);
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)))
         zdtm_die("connect: %s", strerror(errno));
-    put(fd, FD_C);
-    put(accept(FD_LISTEN, NULL, NULL), FD_S);
+    zdtm_put_fd(fd, FD_C);
+    zdtm_put_fd(accept(FD_LISTEN, NULL, NULL), FD_S);
     write_pat(FD_C, C2S_BYTES, 1);
     write_pat(FD_S, S2C_BYTES, 2);
     if (shutdown(FD_C, SHUT_WR))
@@ -160,14 +142,14 @@ static void setup(void)
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)))
         zdtm_die("connect: %s", strerror(errno));
-    put(fd, FD_C2);
-    put(accept(FD_LISTEN, NULL, NULL), FD_S2);
+    zdtm_put_fd(fd, FD_C2);
+    zdtm_put_fd(accept(FD_LISTEN, NULL, NULL), FD_S2);
     setsockopt(FD_S2, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
     fcntl(FD_C2, F_SETFL, O_NONBLOCK);
     unsigned char chunk[1024];
     for (int idle = 0; idle < 20;) {
         for (size_t i = 0; i < sizeof(chunk); i++)
-            chunk[i] = pat(c2_bytes + i, 4);
+            chunk[i] = zdtm_pat(c2_bytes + i, 4);
         ssize_t r = write(FD_C2, chunk, sizeof(chunk));
         if (r > 0) {
             c2_bytes += r;
@@ -186,9 +168,9 @@ static void setup(void)
         zdtm_die("second pair: states %d/%d", tcp_state(FD_C2), tcp_state(FD_S2));
     zdtm_info("C2 wrote %zu bytes", c2_bytes);
 
-    put(socket(AF_INET, SOCK_DGRAM, 0), FD_R);
-    put(socket(AF_INET, SOCK_DGRAM, 0), FD_U1);
-    put(socket(AF_INET, SOCK_DGRAM, 0), FD_U2);
+    zdtm_put_fd(socket(AF_INET, SOCK_DGRAM, 0), FD_R);
+    zdtm_put_fd(socket(AF_INET, SOCK_DGRAM, 0), FD_U1);
+    zdtm_put_fd(socket(AF_INET, SOCK_DGRAM, 0), FD_U2);
     a = lo(0);
     if (bind(FD_R, (struct sockaddr *)&a, sizeof(a)) || bind(FD_U1, (struct sockaddr *)&a, sizeof(a)) ||
         bind(FD_U2, (struct sockaddr *)&a, sizeof(a)))
@@ -211,7 +193,7 @@ static void setup(void)
     for (int want = FD_A1; want <= FD_A2; want++) {
         if (!wait_fd(FD_LISTEN, POLLIN, 10000))
             zdtm_die("no connection from the test");
-        put(accept(FD_LISTEN, NULL, NULL), want);
+        zdtm_put_fd(accept(FD_LISTEN, NULL, NULL), want);
     }
     if (write(FD_A2, "bye", 3) != 3 || shutdown(FD_A2, SHUT_WR))
         zdtm_die("A2: %s", strerror(errno));
@@ -241,7 +223,7 @@ static int expect(const char *what, int fd, size_t n, unsigned seed, const char 
             return 0;
         }
         for (ssize_t i = 0; i < r; i++)
-            if (buf[i] != (s ? (unsigned char)s[have + i] : pat(have + i, seed))) {
+            if (buf[i] != (s ? (unsigned char)s[have + i] : zdtm_pat(have + i, seed))) {
                 zdtm_fail("%s: byte %zu differs", what, have + i);
                 return 0;
             }

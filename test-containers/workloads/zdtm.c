@@ -280,3 +280,21 @@ size_t zdtm_first_diff(const void *a, const void *b, size_t len)
             return i;
     return (size_t)-1;
 }
+
+void zdtm_put_fd(int fd, int want)
+{
+    if (fd < 0)
+        zdtm_die("setup of fd %d: %s", want, strerror(errno));
+    if (fd != want) {
+        if (dup2(fd, want) != want)
+            zdtm_die("dup2 %d: %s", want, strerror(errno));
+        close(fd);
+    }
+}
+
+unsigned char zdtm_pat(size_t i, unsigned seed)
+{
+    uint32_t x = (uint32_t)i * 2654435761u ^ seed * 40503u;
+    x ^= x >> 15;
+    return (unsigned char)(x ^ (x >> 8));
+}

@@ -84,6 +84,13 @@ int zdtm_maps_entry(const void *addr, char perms[5], char *path, size_t pathlen)
 uint64_t zdtm_mix(uint64_t a, uint64_t b);
 void zdtm_fill(void *buf, size_t len, uint64_t seed);
 
+/* Puts fd at number want (dup2, closing the original); dies (setup error) on failure
+ * or if fd < 0 (the failed call that made it). */
+void zdtm_put_fd(int fd, int want);
+
+/* Byte i of a cheap deterministic pattern (for streams checked byte by byte). */
+unsigned char zdtm_pat(size_t i, unsigned seed);
+
 /* Word-wise 64-bit checksum (FNV-style over 8-byte words plus tail bytes). */
 uint64_t zdtm_csum(const void *buf, size_t len);
 
