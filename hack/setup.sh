@@ -11,6 +11,8 @@ command -v crit >/dev/null || need+=(criu)          # only for `crit`, the image
 [ -x /usr/bin/redis-server ] || need+=(redis-server)
 [ -x /usr/bin/redis-cli ] || need+=(redis-tools)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
+# A real terminal multiplexer for the pty tests (tests/e2e_real.rs).
+command -v tmux >/dev/null || need+=(tmux)
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
 if ((${#need[@]})); then
   echo "hack/setup.sh: installing ${need[*]}"
