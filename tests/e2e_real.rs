@@ -101,3 +101,57 @@ fn real_program_tmux() {
     tmux(&sock, &["kill-server"]);
     let _ = nix::sys::wait::waitpid(server, None);
 }
+
+/// python3's sqlite3 in the middle of a write transaction (a POSIX lock on the database
+/// and an open rollback journal): through the checkpoint the lock is still held (another
+/// connection finds the database locked), and afterwards the transaction commits.
+#[test]
+fn real_program_sqlite_transaction() {
+    let env = Env::new("sqlite");
+    let db = env.path("t.db");
+    let (ready, go, done) = (env.path("ready"), env.path("go"), env.path("done"));
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(format!(
+        r#"
+import os, sqlite3, time
+c = sqlite3.connect("{db}", isolation_level=None, timeout=0)
+c.execute("create table t (k integer primary key, v text)")
+c.execute("begin immediate")
+for i in range(1000):
+    c.execute("insert into t values (?, ?)", (i, "v%d" % i))
+open("{ready}", "w").close()
+while not os.path.exists("{go}"):
+    time.sleep(0.05)
+c.execute("commit")
+open("{done}", "w").close()
+"#,
+        db = db.display(),
+        ready = ready.display(),
+        go = go.display(),
+        done = done.display()
+    ));
+    let pid = env.spawn(cmd, true);
+    wait_for(&ready, Duration::from_secs(20));
+    let locked = || -> bool {
+        let out = Command::new("sqlite3")
+            .arg(&db)
+            .arg("begin immediate; rollback;")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).contains("locked")
+    };
+    assert!(locked(), "the transaction does not hold the lock");
+    env.dump(pid, &[]);
+    env.restore(pid, &[]);
+    assert!(locked(), "the lock was lost in the checkpoint");
+    std::fs::write(&go, b"").unwrap();
+    wait_for(&done, Duration::from_secs(20));
+    let status = nix::sys::wait::waitpid(pid, None).unwrap();
+    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg("select count(*), sum(k) from t;")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000|499500");
+}
