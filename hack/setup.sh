@@ -13,6 +13,8 @@ command -v crit >/dev/null || need+=(criu)          # only for `crit`, the image
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 # A real terminal multiplexer for the pty tests (tests/e2e_real.rs).
 command -v tmux >/dev/null || need+=(tmux)
+command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v javac >/dev/null || need+=(default-jdk-headless)
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
 if ((${#need[@]})); then
   echo "hack/setup.sh: installing ${need[*]}"

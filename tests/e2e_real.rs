@@ -155,3 +155,90 @@ open("{done}", "w").close()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000|499500");
 }
+
+/// A JVM (java, with its dozen threads, JIT code, GC and perf-data mapping) running a
+/// counting loop that writes its progress to a file: it goes on counting from where it
+/// stopped, and its own check of the sequence passes.
+#[test]
+fn real_program_java() {
+    let Ok(javac) = which("javac") else {
+        panic!("javac is not installed");
+    };
+    let env = Env::new("java");
+    let src = env.path("Count.java");
+    let out = env.path("count.txt");
+    std::fs::write(
+        &src,
+        r#"
+import java.nio.file.*;
+public class Count {
+    public static void main(String[] a) throws Exception {
+        Path p = Paths.get(a[0]);
+        long n = 0, sum = 0;
+        java.util.HashMap<Long, Long> m = new java.util.HashMap<>();
+        while (true) {
+            n++; sum += n; m.put(n % 1000, n);
+            if (n % 50 == 0) {
+                // Each line: n, the sum so far, and whether the invariants still hold.
+                boolean ok = sum == n * (n + 1) / 2 && m.get(n % 1000) == n;
+                Files.writeString(p, n + " " + sum + " " + ok + "\n");
+                Thread.sleep(5);
+            }
+        }
+    }
+}
+"#,
+    )
+    .unwrap();
+    let st = Command::new(&javac)
+        .arg("-d")
+        .arg(&env.dir)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut cmd = Command::new("java");
+    cmd.args(["-Xmx64m", "-XX:+UseSerialGC", "-cp"])
+        .arg(&env.dir)
+        .arg("Count")
+        .arg(&out);
+    let pid = env.spawn(cmd, true);
+    let read = || -> (u64, bool) {
+        for _ in 0..200 {
+            let s = std::fs::read_to_string(&out).unwrap_or_default();
+            let f: Vec<&str> = s.split_whitespace().collect();
+            if f.len() == 3 {
+                return (f[0].parse().unwrap(), f[2] == "true");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no progress line in {}", out.display());
+    };
+    let t = Instant::now();
+    while read().0 < 500 {
+        assert!(t.elapsed() < Duration::from_secs(60), "java does not count");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.dump(pid, &[]);
+    let (before, ok) = read();
+    assert!(ok);
+    env.restore(pid, &[]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (after, ok) = read();
+    assert!(ok, "the JVM's own invariants failed after restore");
+    assert!(
+        after > before + 50,
+        "java did not go on: {before} -> {after}"
+    );
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .ok_or(())
+}
