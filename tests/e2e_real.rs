@@ -242,3 +242,111 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         .find(|p| p.exists())
         .ok_or(())
 }
+
+/// PostgreSQL: the postmaster and its background processes (shared memory shared by
+/// all, a SysV interlock segment in its own ipc namespace, latches on epoll/signalfd,
+/// the postmaster-death pipe, unix and TCP listeners), run as the postgres user. After
+/// restore a new client reads the rows written before the checkpoint and writes more.
+#[test]
+fn real_program_postgres() {
+    let bin = std::path::Path::new("/usr/lib/postgresql/15/bin");
+    if !bin.join("postgres").exists() {
+        panic!("PostgreSQL 15 server is not installed (hack/setup.sh installs it)");
+    }
+    let env = Env::new("postgres");
+    let data = env.path("pgdata");
+    std::fs::create_dir_all(&data).unwrap();
+    let chown = |p: &std::path::Path| {
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(p)
+            .status()
+            .unwrap()
+    };
+    assert!(chown(&env.dir).success());
+    let st = Command::new("setpriv")
+        .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+        .arg(bin.join("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "-D"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let port = (20000 + std::process::id() % 20000).to_string();
+    let mut cmd = Command::new("unshare");
+    cmd.arg("--ipc")
+        .arg("setpriv")
+        .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+        .arg(bin.join("postgres"))
+        .arg("-D")
+        .arg(&data)
+        .arg("-k")
+        .arg(&env.dir)
+        .args([
+            "-p",
+            &port,
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "shared_buffers=16MB",
+            "-c",
+            "logging_collector=off",
+        ]);
+    cmd.stderr(std::fs::File::create(env.path("pg.log")).unwrap());
+    let pid = env.spawn(cmd, true);
+    let psql = |sql: &str| -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-At",
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let t = Instant::now();
+    while !Command::new("pg_isready")
+        .args(["-h", "127.0.0.1", "-p", &port])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "postgres did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    psql("create table t (k int primary key, v text)");
+    psql("insert into t select g, 'v' || g from generate_series(1, 10000) g");
+    env.dump(pid, &[]);
+    let pstree = std::fs::read(env.images().join("pstree.img")).unwrap();
+    let tasks: Vec<cryo_proto::criu::PstreeEntry> =
+        cryo::image::decode_all(&pstree, cryo::image::PSTREE).unwrap();
+    assert!(tasks.len() >= 5, "{} processes", tasks.len());
+    env.restore(pid, &[]);
+    assert_eq!(psql("select count(*), sum(k) from t"), "10000|50005000");
+    psql("insert into t select g, 'w' || g from generate_series(10001, 20000) g");
+    assert_eq!(psql("select count(*) from t"), "20000");
+    // Immediate shutdown of the whole tree, then reap it.
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
+    let _ = nix::sys::wait::waitpid(pid, None);
+    reap_children();
+}
