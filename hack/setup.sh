@@ -16,6 +16,7 @@ command -v tmux >/dev/null || need+=(tmux)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v javac >/dev/null || need+=(default-jdk-headless)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+command -v node >/dev/null || need+=(nodejs)
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
 if ((${#need[@]})); then
   echo "hack/setup.sh: installing ${need[*]}"

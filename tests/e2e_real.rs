@@ -350,3 +350,52 @@ fn real_program_postgres() {
     let _ = nix::sys::wait::waitpid(pid, None);
     reap_children();
 }
+
+/// Node.js (V8 and its JIT, libuv's epoll loop, eventfds, worker threads): an HTTP
+/// server that counts with a timer answers a new request after restore, its count having
+/// gone on from where it stopped.
+#[test]
+fn real_program_node() {
+    let Ok(node) = which("node") else {
+        panic!("node is not installed");
+    };
+    let env = Env::new("node");
+    let port = 20000 + std::process::id() % 20000;
+    let script = format!(
+        r#"
+let n = 0;
+setInterval(() => {{ n++; }}, 10);
+require('http').createServer((q, r) => r.end('count ' + n + '\n')).listen({port}, '127.0.0.1');
+"#
+    );
+    let mut cmd = Command::new(node);
+    cmd.arg("-e").arg(script);
+    let pid = env.spawn(cmd, true);
+    let get = || -> Option<u64> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port as u16)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut b = String::new();
+        s.read_to_string(&mut b).ok()?;
+        b.rsplit("count ").next()?.trim().parse().ok()
+    };
+    let t = Instant::now();
+    let before = loop {
+        if let Some(n) = get().filter(|&n| n > 20) {
+            break n;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "node did not serve");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    env.dump(pid, &[]);
+    env.restore(pid, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = get().expect("no answer after restore");
+    assert!(
+        after > before,
+        "the timer did not go on: {before} -> {after}"
+    );
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
+}
