@@ -399,3 +399,51 @@ require('http').createServer((q, r) => r.end('count ' + n + '\n')).listen({port}
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     let _ = nix::sys::wait::waitpid(pid, None);
 }
+
+/// python3 multiprocessing: a pool of worker processes fed through pipes, locks and
+/// semaphores (POSIX semaphores in unlinked /dev/shm files, mapped shared) and a shared
+/// counter in anonymous shared memory: the work goes on after restore and every result
+/// is right.
+#[test]
+fn real_program_python_multiprocessing() {
+    let env = Env::new("pymp");
+    let (ready, go, result) = (env.path("ready"), env.path("go"), env.path("result"));
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(format!(
+        r#"
+import multiprocessing as mp, os, time
+def init(c):
+    global counter
+    counter = c
+def sq(i):
+    with counter.get_lock():
+        counter.value += 1
+    return i * i
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    c = mp.Value("i", 0)
+    with mp.Pool(3, initializer=init, initargs=(c,)) as p:
+        first = p.map(sq, range(1000))
+        open("{ready}", "w").close()
+        while not os.path.exists("{go}"):
+            time.sleep(0.05)
+        second = p.map(sq, range(1000, 2000))
+    ok = first == [i*i for i in range(1000)] and second == [i*i for i in range(1000, 2000)] and c.value == 2000
+    open("{result}", "w").write("PASS" if ok else "FAIL %d" % c.value)
+"#,
+        ready = ready.display(),
+        go = go.display(),
+        result = result.display()
+    ));
+    let pid = env.spawn(cmd, true);
+    wait_for(&ready, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(100));
+    env.dump(pid, &[]);
+    env.restore(pid, &[]);
+    std::fs::write(&go, b"").unwrap();
+    wait_for(&result, Duration::from_secs(30));
+    let status = nix::sys::wait::waitpid(pid, None).unwrap();
+    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+    assert_eq!(std::fs::read_to_string(&result).unwrap(), "PASS");
+    reap_children();
+}
