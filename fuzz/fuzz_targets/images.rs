@@ -13,4 +13,14 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode_all::<FileEntry>(data, image::FILES);
     let _ = decode_all::<FdinfoEntry>(data, image::FDINFO);
     let _ = decode_all::<FsEntry>(data, image::FS);
+    // Entries followed by raw payloads (pipe data, queued packets, ghost files) and the
+    // other fd-kind records, through the framing alone.
+    let _ = decode_all::<PipeDataEntry>(data, image::FILES);
+    let _ = decode_all::<SkPacketEntry>(data, image::FILES);
+    let _ = decode_all::<GhostFileEntry>(data, image::FILES);
+    let _ = decode_all::<MemfdInodeEntry>(data, image::FILES);
+    let _ = decode_all::<FileLockEntry>(data, image::FILES);
+    let _ = decode_all::<TtyInfoEntry>(data, image::FILES);
+    let _ = decode_all::<TcpStreamEntry>(data, image::FILES);
+    let _ = decode_all::<SeccompEntry>(data, image::FILES);
 });

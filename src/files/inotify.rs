@@ -37,8 +37,10 @@ pub fn parse_watch(line: &str) -> Option<Watch> {
             "ignored_mask" => w.ignored_mask = hex()? as u32,
             "fhandle-type" => w.htype = hex()? as i32,
             "f_handle" => {
-                w.handle = (0..v.len() / 2)
-                    .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok())
+                w.handle = v
+                    .as_bytes()
+                    .chunks(2)
+                    .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
                     .collect::<Option<Vec<u8>>>()?
             }
             _ => {}
