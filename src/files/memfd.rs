@@ -133,9 +133,7 @@ pub fn dump_mapping(
     writable: bool,
     ids: &mut FileIds,
 ) -> Result<u32> {
-    let p = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
-    let file = std::fs::File::open(&p).map_err(Error::io("open", &p))?;
-    let st = nix::sys::stat::fstat(&file).map_err(Error::sys("fstat", pid))?;
+    let (file, st, p) = super::open_mapped(pid, start, end)?;
     if st.st_size as u64 > GHOST_LIMIT {
         return Err(Error::Unsupported {
             pid,
@@ -147,11 +145,9 @@ pub fn dump_mapping(
         });
     }
     let seals = sysfd::fcntl_int(file.as_fd(), libc::F_GET_SEALS, 0).unwrap_or(0) as u32;
-    let inode_id = ids.memfds.inode(&st, name_of(name), seals, || {
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut &file, &mut data).map_err(Error::io("read", &p))?;
-        Ok(data)
-    })?;
+    let inode_id = ids
+        .memfds
+        .inode(&st, name_of(name), seals, || super::read_all(&file, &p))?;
     let flags = if writable {
         libc::O_RDWR
     } else {

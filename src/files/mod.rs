@@ -188,6 +188,26 @@ impl FileIds {
     }
 }
 
+/// The object behind a mapping of `pid` at `start..end` (a memfd, a deleted file),
+/// opened through `/proc/PID/map_files`, with its stat and the path used.
+pub fn open_mapped(
+    pid: i32,
+    start: u64,
+    end: u64,
+) -> Result<(std::fs::File, nix::sys::stat::FileStat, String)> {
+    let p = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+    let file = std::fs::File::open(&p).map_err(Error::io("open", &p))?;
+    let st = nix::sys::stat::fstat(&file).map_err(Error::sys("fstat", pid))?;
+    Ok((file, st, p))
+}
+
+/// The whole contents of an open file (`path` names it in errors).
+pub fn read_all(mut file: &std::fs::File, path: &str) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut data).map_err(Error::io("read", path))?;
+    Ok(data)
+}
+
 /// One fd of a seized process, as the kind dumpers see it.
 pub struct Fd<'a> {
     pub pid: i32,

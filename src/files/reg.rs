@@ -61,9 +61,7 @@ pub fn dump_deleted_mapping(
     writable: bool,
     ids: &mut FileIds,
 ) -> Result<u32> {
-    let p = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
-    let file = std::fs::File::open(&p).map_err(Error::io("open", &p))?;
-    let st = nix::sys::stat::fstat(&file).map_err(Error::sys("fstat", pid))?;
+    let (file, st, p) = super::open_mapped(pid, start, end)?;
     let unsupported = |why: String| Error::Unsupported {
         pid,
         what: format!("mapping {start:x}-{end:x} {path} (deleted)"),
@@ -86,13 +84,8 @@ pub fn dump_deleted_mapping(
         libc::O_RDONLY
     } as u32;
     let id = ids.add_mapped_deleted(path, flags);
-    ids.ghosts.add_inode(&st, id, || {
-        let mut data = Vec::new();
-        (&file)
-            .read_to_end(&mut data)
-            .map_err(Error::io("read", &p))?;
-        Ok(data)
-    })?;
+    ids.ghosts
+        .add_inode(&st, id, || super::read_all(&file, &p))?;
     Ok(id)
 }
 
