@@ -11,7 +11,7 @@
  *   signalfd SIGUSR1|SIGUSR2 (blocked); SIGUSR1 pending
  *   timerfd  periodic (first expiry 0.4 s, then every 0.3 s) on CLOCK_MONOTONIC;
  *            absolute CLOCK_REALTIME one hour away; a 1 ms one-shot already expired
- *            (1 tick unread)
+ *            (1 tick unread); a periodic one (100 s) expired once and not read
  *   memfd    "cryo-memfd", 100 KiB pattern, offset 5, sealed against shrink/grow
  *   ghost    DIR/cryo-fdkinds-<pid>.ghost: 20000-byte pattern, offset 1000, unlinked
  *   dirfd    DIR opened O_DIRECTORY
@@ -49,7 +49,7 @@
 enum {
     FD_PIPE_R = 10, FD_PIPE_W, FD_HALF_R, FD_FIFO_R, FD_FIFO_W, FD_EFD, FD_EFD_SEM,
     FD_SIGFD, FD_TFD_PERIODIC, FD_TFD_ABS, FD_TFD_EXPIRED, FD_MEMFD, FD_GHOST, FD_DIR,
-    FD_EPOLL, FD_INOTIFY, FD_SYMLINK,
+    FD_EPOLL, FD_INOTIFY, FD_SYMLINK, FD_TFD_PERIODIC_EXPIRED,
 };
 
 #define PIPE_BYTES 3000
@@ -185,6 +185,11 @@ static void setup(void)
         if (timerfd_settime(FD_TFD_ABS, TFD_TIMER_ABSTIME, &abs, NULL))
             zdtm_die("timerfd_settime abs: %s", strerror(errno));
         zdtm_put_fd(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK), FD_TFD_EXPIRED);
+        /* Periodic, expired once and not read: the kernel shows no time left until a
+         * read re-arms it; its interval must survive. */
+        zdtm_put_fd(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK), FD_TFD_PERIODIC_EXPIRED);
+        struct itimerspec pe = {.it_value = {0, 1000000}, .it_interval = {100, 0}};
+        timerfd_settime(FD_TFD_PERIODIC_EXPIRED, 0, &pe, NULL);
         struct itimerspec once = {.it_value = {0, 1000000}};
         timerfd_settime(FD_TFD_EXPIRED, 0, &once, NULL);
         usleep(20000);
@@ -368,6 +373,16 @@ static void verify(void)
         ticks = 0;
         if (read(FD_TFD_EXPIRED, &ticks, 8) != 8 || ticks != 1)
             zdtm_fail("expired timerfd: %llu ticks, expected 1", (unsigned long long)ticks);
+        struct itimerspec pe;
+        timerfd_gettime(FD_TFD_PERIODIC_EXPIRED, &pe);
+        if (pe.it_interval.tv_sec != 100)
+            zdtm_fail("expired periodic timerfd: interval %lds, expected 100s", (long)pe.it_interval.tv_sec);
+        ticks = 0;
+        if (read(FD_TFD_PERIODIC_EXPIRED, &ticks, 8) != 8 || ticks != 1)
+            zdtm_fail("expired periodic timerfd: %llu ticks, expected 1", (unsigned long long)ticks);
+        timerfd_gettime(FD_TFD_PERIODIC_EXPIRED, &pe);
+        if (pe.it_value.tv_sec < 90 || pe.it_value.tv_sec > 100)
+            zdtm_fail("expired periodic timerfd: next expiry in %lds", (long)pe.it_value.tv_sec);
     }
 
     if (want("memfd")) {
