@@ -6,9 +6,9 @@
 //! follows (several runs appended to one file) it resumes there.
 
 use super::sink::{
-    HEADER_LEN, LVL_HAS_TID, LVL_MASK, MAGIC, SITE_DYNAMIC, TAG_INLINE_KEY, TAG_TYPE, T_CALLSITE,
-    T_RECORD, VERSION, V_CHAR, V_F64, V_FALSE, V_FMT, V_I128, V_I64, V_NULL, V_STR, V_TRUE, V_U128,
-    V_U64,
+    FLAG_CLOSES, HEADER_LEN, LVL_HAS_TID, LVL_MASK, MAGIC, SITE_DYNAMIC, TAG_INLINE_KEY, TAG_TYPE,
+    T_CALLSITE, T_END, T_RECORD, VERSION, V_CHAR, V_F64, V_FALSE, V_FMT, V_I128, V_I64, V_NULL,
+    V_STR, V_TRUE, V_U128, V_U64,
 };
 use log::{Level, LevelFilter};
 use std::borrow::Cow;
@@ -76,6 +76,9 @@ pub enum DamageKind {
     UndefinedCallsite(u64),
     /// The record's framing is intact but its payload is not valid.
     Corrupt(&'static str),
+    /// A session whose writer promised an END record ends without one: the file was
+    /// cut off there, or the writer died.
+    NotClosed,
 }
 
 impl fmt::Display for Damage {
@@ -93,6 +96,10 @@ impl fmt::Display for Damage {
                 write!(f, "callsite id {id} undefined at byte {at}")
             }
             DamageKind::Corrupt(what) => write!(f, "corrupt record at byte {at}: {what}"),
+            DamageKind::NotClosed => write!(
+                f,
+                "the session ends at byte {at} without its end record (the file was cut off, or cryo was killed)"
+            ),
         }?;
         if let Some(r) = self.resumed_at {
             write!(f, " (resumed at the session header at byte {r})")?;
@@ -431,9 +438,14 @@ fn run(
     let mut wall_ns = 0u64;
     let mut line = Vec::with_capacity(256);
     let mut first = true;
+    // The session's writer promised an END record (header flag) and it has not come yet.
+    let mut open = false;
     while pos < bytes.len() {
         let at = pos;
         if first || bytes[pos..].starts_with(MAGIC) {
+            if open {
+                return Err(Stop::Damage(at, DamageKind::NotClosed));
+            }
             first = false;
             if !bytes[pos..].starts_with(MAGIC) {
                 let kind = if MAGIC.starts_with(&bytes[pos..]) {
@@ -464,6 +476,7 @@ fn run(
             let mut w = [0u8; 8];
             w.copy_from_slice(&h[16..24]);
             wall_ns = u64::from_le_bytes(w);
+            open = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) & FLAG_CLOSES != 0;
             sites.clear();
             rep.sessions += 1;
             pos += hlen;
@@ -507,9 +520,13 @@ fn run(
                     rep.written += 1;
                 }
             }
+            T_END => open = false,
             t => return Err(Stop::Damage(at, DamageKind::UnknownType(t))),
         }
         pos = c.p;
+    }
+    if open {
+        return Err(Stop::Damage(bytes.len(), DamageKind::NotClosed));
     }
     Ok(())
 }
@@ -542,7 +559,14 @@ pub fn decode(
                 break;
             }
             Err(Stop::Damage(offset, kind)) => {
-                let resumed_at = find_magic(bytes, offset + 1);
+                // An unclosed session stops at the next session's header: resume there.
+                let resumed_at = if kind == DamageKind::NotClosed
+                    && bytes.get(offset..).is_some_and(|b| b.starts_with(MAGIC))
+                {
+                    Some(offset)
+                } else {
+                    find_magic(bytes, offset + 1)
+                };
                 rep.damage.push(Damage {
                     offset,
                     kind,

@@ -14,7 +14,9 @@
 //!   +0   8  magic "CRYOLOG1"
 //!   +8   2  format version (u16), 1
 //!   +10  2  header length (u16), 32; readers skip header bytes they do not know
-//!   +12  4  reserved, 0
+//!   +12  4  flags (u32): bit 0 = the writer ends the session with an END record when
+//!           it closes cleanly (exit); a session with the bit and no END was cut off or
+//!           its writer died. Other bits 0.
 //!   +16  8  wall clock at start, ns since the Unix epoch (u64)
 //!   +24  8  monotonic base: CLOCK_MONOTONIC at start, ns (u64); record times count
 //!           from this instant
@@ -37,6 +39,9 @@
 //!     lvl bits 0-2: level, 1 ERROR, 2 WARN, 3 INFO, 4 DEBUG, 5 TRACE
 //!     lvl bit 3:    tid follows (the thread is not the main thread, tid != pid)
 //!     ts:           ns since the session's monotonic base
+//!
+//! type 0x03 END: the session was closed cleanly (empty payload); nothing follows it
+//!   in the session.
 //!
 //! kv       = tag:u8 [key:str] value
 //!   tag bit 4 set:   the key follows inline
@@ -96,6 +101,9 @@ pub(crate) const HEADER_LEN: usize = 32;
 
 pub(crate) const T_CALLSITE: u8 = 0x01;
 pub(crate) const T_RECORD: u8 = 0x02;
+pub(crate) const T_END: u8 = 0x03;
+/// Header flag: the session ends with an END record when its writer closes cleanly.
+pub(crate) const FLAG_CLOSES: u32 = 1;
 
 pub(crate) const SITE_DYNAMIC: u8 = 0x01;
 pub(crate) const LVL_MASK: u8 = 0x07;
@@ -119,11 +127,12 @@ pub(crate) const V_FMT: u8 = 10;
 pub const FLUSH_AT: usize = 64 * 1024;
 
 /// The 32-byte session header.
-pub(crate) fn header(wall_ns: u64, mono_ns: u64) -> [u8; HEADER_LEN] {
+pub(crate) fn header(wall_ns: u64, mono_ns: u64, flags: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(MAGIC);
     h[8..10].copy_from_slice(&VERSION.to_le_bytes());
     h[10..12].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+    h[12..16].copy_from_slice(&flags.to_le_bytes());
     h[16..24].copy_from_slice(&wall_ns.to_le_bytes());
     h[24..32].copy_from_slice(&mono_ns.to_le_bytes());
     h
@@ -538,22 +547,36 @@ impl State {
 impl BinLogger {
     /// A sink appending a new session to `path` (created 0600).
     pub fn create(path: &Path, level: LevelFilter) -> io::Result<BinLogger> {
+        BinLogger::create_with(path, level, 0)
+    }
+
+    /// Like [`BinLogger::create`], for a writer that calls [`BinLogger::close`] when it
+    /// ends (the header says so; a session without its END record was then cut off).
+    pub fn create_closing(path: &Path, level: LevelFilter) -> io::Result<BinLogger> {
+        BinLogger::create_with(path, level, FLAG_CLOSES)
+    }
+
+    fn create_with(path: &Path, level: LevelFilter, flags: u32) -> io::Result<BinLogger> {
         use std::os::unix::fs::OpenOptionsExt;
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(path)?;
-        BinLogger::new(f, level)
+        BinLogger::with_flags(f, level, flags)
     }
 
     /// A sink writing to `out`, which must be positioned at the end (or opened to append).
     pub fn new(out: File, level: LevelFilter) -> io::Result<BinLogger> {
+        BinLogger::with_flags(out, level, 0)
+    }
+
+    fn with_flags(out: File, level: LevelFilter, flags: u32) -> io::Result<BinLogger> {
         let start = Instant::now();
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        (&out).write_all(&header(wall, super::monotonic_ns()))?;
+        (&out).write_all(&header(wall, super::monotonic_ns(), flags))?;
         let buf = Vec::with_capacity(FLUSH_AT + 4096);
         Ok(BinLogger {
             level,
@@ -589,6 +612,19 @@ impl BinLogger {
             return;
         }
         self.lock().write_out(self.pid);
+    }
+
+    /// Ends the session: an END record, then the buffer goes to the file (at exit).
+    pub fn close(&self) {
+        if in_log() {
+            return;
+        }
+        let mut g = self.lock();
+        let c = g.committed;
+        g.buf.truncate(c);
+        g.buf.extend_from_slice(&[T_END, 0]);
+        g.committed = g.buf.len();
+        g.write_out(self.pid);
     }
 
     /// From a signal handler: writes the buffer only if the lock is free right now.
