@@ -164,6 +164,15 @@ fn run_cryo(cryo: &Path, args: &[&str]) -> (Duration, i64, String) {
     (d, rss, err)
 }
 
+/// The "frozen N ms" figure of `cryo dump`'s summary line.
+fn frozen_ms(err: &str) -> String {
+    err.split("frozen ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or("?")
+        .to_string()
+}
+
 fn dir_size(d: &Path) -> u64 {
     std::fs::read_dir(d)
         .map(|r| {
@@ -223,12 +232,7 @@ fn cycle(cryo: &Path, pid: Pid, img: &Path, outf: &Path) -> Cycle {
         ],
     );
     reap_dumped(pid);
-    let frozen = err
-        .split("frozen ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .unwrap_or("?")
-        .to_string();
+    let frozen = frozen_ms(&err);
     let (restore, restore_rss, _) =
         run_cryo(cryo, &["restore", "-d", "-D", img.to_str().unwrap(), "-v2"]);
     let _ = kill(pid, Signal::SIGTERM);
@@ -583,12 +587,7 @@ fn redis_bench(cryo: &Path, work: &Path, keys: usize) {
         ],
     );
     reap_dumped(pid);
-    let frozen = err
-        .split("frozen ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .unwrap_or("?")
-        .to_string();
+    let frozen = frozen_ms(&err);
     let (tr, rss_r, _) = run_cryo(
         cryo,
         &[

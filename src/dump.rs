@@ -3,7 +3,7 @@
 //! whose Drop resumes the task if anything fails.
 
 use crate::cpu;
-use crate::error::{fault_point, Error, Result};
+use crate::error::{fault_point, or_blocker, Error, Result};
 use crate::files::{self, FileIds};
 use crate::image::{self, ImageDir};
 use crate::mm;
@@ -223,16 +223,7 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
     // process's mappings and fds) and reported at once, before any memory is read or
     // image written; only what makes further inspection unsafe stops at once.
     let mut blockers = Vec::new();
-    let refused = |r: Result<()>, blockers: &mut Vec<String>| -> Result<()> {
-        match r {
-            Err(Error::Unsupported { pid, what, why }) => {
-                blockers.push(format!("pid {pid} {what}: {why}"));
-                Ok(())
-            }
-            r => r,
-        }
-    };
-    refused(check_sessions(&tree, &zombies, opts), &mut blockers)?;
+    or_blocker(check_sessions(&tree, &zombies, opts), &mut blockers)?;
     let (ns, ns_problems) = namespaces::dump_tree(
         &tree
             .iter()
@@ -280,7 +271,7 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpStats> {
         .collect();
     let mut ptasks = pstree::tasks_of(&entries);
     ptasks[0].init = ns.own_pidns();
-    refused(
+    or_blocker(
         pstree::check(&ptasks, opts.shell_job, &|p| ns.alive(p)),
         &mut blockers,
     )?;
@@ -454,43 +445,15 @@ fn collect(
     // Address space.
     let mut vma_entries = Vec::with_capacity(vmas.len());
     for v in &vmas {
-        match mm::vma_entry(pid, v, stat.start_stack, (stat.start_brk, brk)) {
-            Ok((mut e, file)) => {
-                if let Some(f) = file {
-                    let flags = if f.writable {
-                        libc::O_RDWR
-                    } else {
-                        libc::O_RDONLY
-                    } as u32;
-                    e.shmid = if f.memfd || f.deleted {
-                        let r = if f.memfd {
-                            files::memfd::dump_mapping(
-                                pid, v.start, v.end, &f.path, f.writable, ids,
-                            )
-                        } else {
-                            files::reg::dump_deleted_mapping(
-                                pid, v.start, v.end, &f.path, f.writable, ids,
-                            )
-                        };
-                        match r {
-                            Ok(id) => id,
-                            Err(Error::Unsupported { what, why, .. }) => {
-                                blockers.push(format!("pid {pid} {what}: {why}"));
-                                0
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    } else {
-                        ids.add_mapped(&f.path, flags)
-                    } as u64;
-                }
-                vma_entries.push(e);
-            }
-            Err(Error::Unsupported { what, why, .. }) => {
-                blockers.push(format!("pid {pid} mapping {what}: {why}"))
-            }
-            Err(e) => return Err(e),
+        let entry = mm::vma_entry(pid, v, stat.start_stack, (stat.start_brk, brk));
+        let Some((mut e, file)) = or_blocker(entry, blockers)? else {
+            continue;
+        };
+        if let Some(f) = file {
+            let id = files::dump_mapped(pid, v.start, v.end, &f, ids);
+            e.shmid = or_blocker(id, blockers)?.unwrap_or(0) as u64;
         }
+        vma_entries.push(e);
     }
     shm.tag(pid, &mut vma_entries)?;
     crate::ipc::check_attachments(pid, &vma_entries, ns.ipc_segments().as_ref(), blockers);

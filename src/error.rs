@@ -87,6 +87,19 @@ impl Error {
     }
 }
 
+/// For a dump that collects every blocker before refusing: an `Unsupported` error
+/// becomes one blocker line ("pid P WHAT: WHY") and `Ok(None)`; other errors stay errors.
+pub fn or_blocker<T>(r: Result<T>, blockers: &mut Vec<String>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Unsupported { pid, what, why }) => {
+            blockers.push(format!("pid {pid} {what}: {why}"));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Fault injection for tests: `CRYO_FAULT=<point>` makes the engine fail at that point,
 /// so tests prove that every failure path leaves the target running.
 pub fn fault_point(name: &'static str) -> Result<()> {

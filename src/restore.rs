@@ -586,18 +586,7 @@ fn prepare(
         if v.status & (mm::VMA_FILE_PRIVATE | mm::VMA_FILE_SHARED) != 0
             && !map_idx.contains_key(&(v.shmid as u32))
         {
-            let fe = opener.entry(v.shmid as u32)?;
-            let fd = if fe.memfd.is_some() || opener.is_ghost(fe.id) {
-                // The recreated memfd, through a description of its own.
-                opener.open_dup(fe.id)?
-            } else {
-                let r = fe
-                    .reg
-                    .as_ref()
-                    .ok_or_else(|| invalid(dir, "files.img", "mapped file without path"))?;
-                let w = r.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32;
-                files::open_for_map(&r.name, w, r.size)?
-            };
+            let fd = opener.open_for_mapping(v.shmid as u32)?;
             let idx = add_service(fd, keep);
             map_idx.insert(v.shmid as u32, idx);
         }

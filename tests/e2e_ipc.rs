@@ -170,23 +170,7 @@ fn sysv_objects_in_pid_namespace() {
         .unwrap_or_default();
     let pid = Pid::from_raw(kids.split_whitespace().next().unwrap().parse().unwrap());
     let _c = Cleanup(pid);
-    let out = run_cryo(
-        &[
-            "dump",
-            "-t",
-            &pid.to_string(),
-            "-D",
-            env.images().to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "dump failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    nix::sys::wait::waitpid(unshare, None).expect("reap unshare");
-    reap_zombies();
+    dump_unshared(&env, unshare, pid);
     env.restore(pid, &[]);
     env.verify(pid);
 }

@@ -41,7 +41,7 @@ fn ns_ino(kind: &str) -> String {
 
 /// Starts `unshare UNSHARE_ARGS pidns --out --ready WORKLOAD_ARGS` in a new session and
 /// waits for its ready file; returns (the spawned process, the workload's host pid).
-fn start_unshared(env: &Env, unshare: &[&str], workload: &[&str]) -> (Pid, Pid) {
+fn start_unshared(env: &Env, unshare: &[&str], workload: &[&str]) -> (Pid, Pid, Cleanup) {
     let (uts, ipc) = (ns_ino("uts"), ns_ino("ipc"));
     let mut args = vec!["--host-uts", &uts, "--host-ipc", &ipc];
     args.extend_from_slice(workload);
@@ -49,7 +49,14 @@ fn start_unshared(env: &Env, unshare: &[&str], workload: &[&str]) -> (Pid, Pid) 
 }
 
 /// `unshare UNSHARE_ARGS BIN --out --ready WORKLOAD_ARGS`, as `start_unshared`.
-fn start_unshared_bin(env: &Env, bin: &str, unshare: &[&str], workload: &[&str]) -> (Pid, Pid) {
+/// Starts `unshare UNSHARE BIN --out --ready WORKLOAD`; returns `unshare`'s pid, the
+/// workload's (the same without `--fork`) and the guard that removes both on failure.
+fn start_unshared_bin(
+    env: &Env,
+    bin: &str,
+    unshare: &[&str],
+    workload: &[&str],
+) -> (Pid, Pid, Cleanup) {
     let mut cmd = Command::new("unshare");
     cmd.args(unshare)
         .arg(workload_bin(bin))
@@ -60,8 +67,12 @@ fn start_unshared_bin(env: &Env, bin: &str, unshare: &[&str], workload: &[&str])
         .args(workload);
     let spawned = env.spawn(cmd, true);
     wait_for(&env.path("ready"), Duration::from_secs(60));
+    let guard = |init| Cleanup {
+        parent: spawned,
+        init,
+    };
     if !unshare.contains(&"--fork") {
-        return (spawned, spawned);
+        return (spawned, spawned, guard(spawned));
     }
     // unshare --fork stays outside as the parent of the namespace's pid 1.
     let t = Instant::now();
@@ -69,7 +80,8 @@ fn start_unshared_bin(env: &Env, bin: &str, unshare: &[&str], workload: &[&str])
         let kids = std::fs::read_to_string(format!("/proc/{spawned}/task/{spawned}/children"))
             .unwrap_or_default();
         if let Some(p) = kids.split_whitespace().next() {
-            return (spawned, Pid::from_raw(p.parse().unwrap()));
+            let init = Pid::from_raw(p.parse().unwrap());
+            return (spawned, init, guard(init));
         }
         assert!(t.elapsed() < Duration::from_secs(10), "no child of unshare");
         std::thread::sleep(Duration::from_millis(10));
@@ -97,7 +109,7 @@ fn nspids(root: Pid) -> Vec<(i32, String)> {
     out
 }
 
-fn start_pidns(env: &Env) -> (Pid, Pid) {
+fn start_pidns(env: &Env) -> (Pid, Pid, Cleanup) {
     start_unshared(
         env,
         &[
@@ -112,37 +124,10 @@ fn start_pidns(env: &Env) -> (Pid, Pid) {
     )
 }
 
-/// `cryo dump` of the namespace's init (not our child): the `unshare` parent is reaped.
-fn dump_unshared(env: &Env, unshare: Pid, pid: Pid) {
-    let out = run_cryo(
-        &[
-            "dump",
-            "-t",
-            &pid.to_string(),
-            "-D",
-            env.images().to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "dump failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // unshare reports its child's death by dying the same way.
-    waitpid(unshare, None).expect("reap unshare");
-    reap_zombies();
-    assert!(state(pid).is_none(), "dumped process {pid} still exists");
-}
-
 #[test]
 fn pid_namespace_tree_keeps_pids_inside_and_out() {
     let env = Env::new("pidns");
-    let (unshare, pid) = start_pidns(&env);
-    let _cleanup = Cleanup {
-        parent: unshare,
-        init: pid,
-    };
+    let (unshare, pid, _cleanup) = start_pidns(&env);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(
         status
@@ -182,11 +167,7 @@ fn pid_namespace_tree_keeps_pids_inside_and_out() {
 #[test]
 fn pid_namespace_tree_attached_restore() {
     let env = Env::new("pidns-att");
-    let (unshare, pid) = start_pidns(&env);
-    let _cleanup = Cleanup {
-        parent: unshare,
-        init: pid,
-    };
+    let (unshare, pid, _cleanup) = start_pidns(&env);
     dump_unshared(&env, unshare, pid);
     let pidfile = env.path("restored.pid");
     let mut restorer = Command::new(cryo())
@@ -226,15 +207,11 @@ fn pid_namespace_tree_attached_restore() {
 #[test]
 fn uts_and_ipc_namespaces_round_trip() {
     let env = Env::new("utsipc");
-    let (_, pid) = start_unshared(
+    let (_, pid, _cleanup) = start_unshared(
         &env,
         &["--uts", "--ipc"],
         &["--own-uts", "1", "--own-ipc", "1"],
     );
-    let _cleanup = Cleanup {
-        parent: pid,
-        init: pid,
-    };
     env.dump(pid, &[]);
     let imgs: Vec<String> = std::fs::read_dir(env.images())
         .unwrap()
@@ -269,11 +246,7 @@ fn uts_and_ipc_namespaces_round_trip() {
 #[test]
 fn net_namespace_is_refused() {
     let env = Env::new("netns");
-    let (_, pid) = start_unshared(&env, &["--net"], &[]);
-    let _cleanup = Cleanup {
-        parent: pid,
-        init: pid,
-    };
+    let (_, pid, _cleanup) = start_unshared(&env, &["--net"], &[]);
     let err = env.dump_fails(pid, &[]);
     assert!(
         err.contains(&format!("pid {pid}")) && err.contains("net namespace"),
@@ -320,11 +293,7 @@ fn mount_namespace_with_other_mounts_is_refused() {
 #[test]
 fn pid_namespace_failed_restore_leaves_nothing() {
     let env = Env::new("pidns-fault");
-    let (unshare, pid) = start_pidns(&env);
-    let _cleanup = Cleanup {
-        parent: unshare,
-        init: pid,
-    };
+    let (unshare, pid, _cleanup) = start_pidns(&env);
     let tasks = nspids(pid);
     dump_unshared(&env, unshare, pid);
     for point in ["restore-mid-mm", "restore-before-regs"] {
@@ -404,11 +373,7 @@ fn non_init_of_pid_namespace_is_refused() {
 #[test]
 fn pid_namespace_tree_dumped_twice() {
     let env = Env::new("pidns-twice");
-    let (unshare, pid) = start_pidns(&env);
-    let _cleanup = Cleanup {
-        parent: unshare,
-        init: pid,
-    };
+    let (unshare, pid, _cleanup) = start_pidns(&env);
     let tasks = nspids(pid);
     dump_unshared(&env, unshare, pid);
     env.restore(pid, &[]);
@@ -459,7 +424,7 @@ fn ns_pids(env: &Env) -> std::collections::HashMap<String, i32> {
         .collect()
 }
 
-fn start_nszombie(env: &Env) -> (Pid, Pid) {
+fn start_nszombie(env: &Env) -> (Pid, Pid, Cleanup) {
     let pids = env.path("pids");
     start_unshared_bin(
         env,
@@ -496,11 +461,7 @@ fn host_pgid(ids: &[(i32, char, String)], host: i32) -> String {
 #[test]
 fn pid_namespace_zombies_dead_leaders_and_orphans() {
     let env = Env::new("nszombie");
-    let (unshare, pid) = start_nszombie(&env);
-    let _cleanup = Cleanup {
-        parent: unshare,
-        init: pid,
-    };
+    let (unshare, pid, _cleanup) = start_nszombie(&env);
     let before = tree_ids(pid);
     let names = ns_pids(&env);
     assert_eq!(
@@ -556,11 +517,7 @@ fn pid_namespace_zombies_dead_leaders_and_orphans() {
 fn pid_namespace_helpers_without_outer_pids() {
     use cryo_proto::cryo::{CryoHeadEntry, NsPidEntry, NsTreeEntry};
     let env = Env::new("nszombie-noouter");
-    let (unshare, pid) = start_nszombie(&env);
-    let _cleanup = Cleanup {
-        parent: unshare,
-        init: pid,
-    };
+    let (unshare, pid, _cleanup) = start_nszombie(&env);
     let before = tree_ids(pid);
     let names = ns_pids(&env);
     dump_unshared(&env, unshare, pid);
@@ -597,11 +554,7 @@ fn pid_namespace_helpers_without_outer_pids() {
 #[test]
 fn pid_namespace_zombies_failed_restore_leaves_nothing() {
     let env = Env::new("nszombie-fault");
-    let (unshare, pid) = start_nszombie(&env);
-    let _cleanup = Cleanup {
-        parent: unshare,
-        init: pid,
-    };
+    let (unshare, pid, _cleanup) = start_nszombie(&env);
     let before = tree_ids(pid);
     let names = ns_pids(&env);
     let mut hosts: Vec<String> = before.iter().map(|(p, _, _)| p.to_string()).collect();

@@ -502,12 +502,10 @@ fn fmt_addr(a: Option<SocketAddr>) -> String {
         .unwrap_or_else(|| "(unbound)".into())
 }
 
-pub fn dump(f: &Fd, ino: u64, ids: &mut FileIds) -> Result<u32> {
+/// `copy` is cryo's own copy of the socket (pidfd_getfd), `family` its SO_DOMAIN.
+pub fn dump(f: &Fd, copy: OwnedFd, family: i32, ino: u64, ids: &mut FileIds) -> Result<u32> {
     let sys = |call: &'static str| Error::sys(call, f.pid);
-    let copy = f.copy()?;
     let sk = copy.as_fd();
-    let family = net::getsockopt_int(sk, libc::SOL_SOCKET, libc::SO_DOMAIN)
-        .map_err(sys("getsockopt(SO_DOMAIN)"))?;
     let ty = net::getsockopt_int(sk, libc::SOL_SOCKET, libc::SO_TYPE)
         .map_err(sys("getsockopt(SO_TYPE)"))?;
     let proto = net::getsockopt_int(sk, libc::SOL_SOCKET, libc::SO_PROTOCOL)

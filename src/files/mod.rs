@@ -14,7 +14,7 @@
 //! What must happen after that, in the process itself (epoll registrations, which the
 //! kernel keys on the fd number), is returned as `Late` steps.
 
-use crate::error::{Error, Result};
+use crate::error::{or_blocker, Error, Result};
 use crate::image::ImageDir;
 use crate::proc;
 use cryo_proto::criu::{FdTypes, FdinfoEntry, FileEntry, FownEntry, RegFileEntry};
@@ -188,6 +188,29 @@ impl FileIds {
     }
 }
 
+/// The file entry a file mapping of `pid` at `start..end` is restored from: the file
+/// by path, or the saved contents of a memfd or deleted file.
+pub fn dump_mapped(
+    pid: i32,
+    start: u64,
+    end: u64,
+    f: &crate::mm::MappedFile,
+    ids: &mut FileIds,
+) -> Result<u32> {
+    if f.memfd {
+        memfd::dump_mapping(pid, start, end, &f.path, f.writable, ids)
+    } else if f.deleted {
+        reg::dump_deleted_mapping(pid, start, end, &f.path, f.writable, ids)
+    } else {
+        let flags = if f.writable {
+            libc::O_RDWR
+        } else {
+            libc::O_RDONLY
+        } as u32;
+        Ok(ids.add_mapped(&f.path, flags))
+    }
+}
+
 /// The object behind a mapping of `pid` at `start..end` (a memfd, a deleted file),
 /// opened through `/proc/PID/map_files`, with its stat and the path used.
 pub fn open_mapped(
@@ -281,12 +304,13 @@ fn dump_one(f: &Fd, ids: &mut FileIds) -> Result<u32> {
     }
     if let Some(rest) = t.strip_prefix("socket:[") {
         let ino = rest.trim_end_matches(']').parse().unwrap_or(0);
+        // The dumper's copy of the socket, handed on to the family's dumper.
         let copy = f.copy()?;
         let domain = crate::sys::fd::socket_domain(std::os::fd::AsFd::as_fd(&copy))
             .map_err(Error::sys("getsockopt(SO_DOMAIN)", f.pid))?;
         return match domain {
-            libc::AF_UNIX => unix::dump(f, ino, ids),
-            libc::AF_INET | libc::AF_INET6 => inet::dump(f, ino, ids),
+            libc::AF_UNIX => unix::dump(f, copy, ino, ids),
+            libc::AF_INET | libc::AF_INET6 => inet::dump(f, copy, domain, ino, ids),
             d => Err(f.unsupported(format!("socket family {d} is not supported"))),
         };
     }
@@ -334,26 +358,15 @@ pub fn dump_fds(
         // An earlier fd with the same open file description shares its id.
         let id = match ids.find_desc(pid, fd)? {
             Ok(i) => ids.descs[i].2,
-            Err(at) => match dump_one(&f, ids) {
-                Ok(id) => {
+            Err(at) => match or_blocker(dump_one(&f, ids), blockers)? {
+                Some(id) => {
                     ids.descs.insert(at, (pid, fd, id));
                     id
                 }
-                Err(Error::Unsupported { pid, what, why }) => {
-                    blockers.push(format!("pid {pid} {what}: {why}"));
-                    continue;
-                }
-                Err(e) => return Err(e),
+                None => continue,
             },
         };
-        if let Err(e) = ids.locks.collect(&f, id) {
-            match e {
-                Error::Unsupported { pid, what, why } => {
-                    blockers.push(format!("pid {pid} {what}: {why}"))
-                }
-                e => return Err(e),
-            }
-        }
+        or_blocker(ids.locks.collect(&f, id), blockers)?;
         let kind = ids.get(id).map(|e| e.r#type).unwrap_or(FdTypes::Reg as i32);
         log::debug!(pid = pid, fd = fd, target = target.as_str(), id = id, kind = kind; "fd");
         out.push(FdinfoEntry {
@@ -484,18 +497,23 @@ impl<'a> Opener<'a> {
         Ok(raw)
     }
 
-    /// Whether file `id` is a deleted file recreated from its saved contents.
-    pub fn is_ghost(&self, id: u32) -> bool {
-        self.ghosts.is_ghost(id)
-    }
-
-    /// A duplicate of file `id`'s description (created on first use), for a caller that
-    /// needs an fd of its own (a mapping's service fd).
-    pub fn open_dup(&mut self, id: u32) -> Result<OwnedFd> {
-        self.open(id)?;
-        self.opened[&id]
-            .try_clone()
-            .map_err(Error::io("dup", format!("file {id}")))
+    /// An fd of its own to map file `id` from (a service fd of the restored process):
+    /// a recreated memfd or deleted file through a duplicate of its description, any
+    /// other file opened anew by path (refused if its size changed since the dump).
+    pub fn open_for_mapping(&mut self, id: u32) -> Result<OwnedFd> {
+        let fe = self.entry(id)?;
+        if fe.memfd.is_some() || self.ghosts.is_ghost(id) {
+            self.open(id)?;
+            return self.opened[&id]
+                .try_clone()
+                .map_err(Error::io("dup", format!("file {id}")));
+        }
+        let r = fe.reg.as_ref().ok_or_else(|| Error::Restore {
+            pid: 0,
+            msg: format!("mapped file {id} has no path"),
+        })?;
+        let w = r.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32;
+        open_for_map(&r.name, w, r.size)
     }
 
     fn create(&mut self, fe: &'a FileEntry) -> Result<OwnedFd> {

@@ -68,28 +68,22 @@ pub fn restore(e: &TimerfdEntry) -> Result<OwnedFd> {
     let flags = (e.flags & libc::O_NONBLOCK as u32) as i32;
     let fd =
         sysfd::timerfd_create(e.clockid as i32, flags).map_err(Error::sys("timerfd_create", 0))?;
-    let periodic = e.isec != 0 || e.insec != 0;
-    if e.vsec != 0 || e.vnsec != 0 {
-        let abs = e.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0;
-        let sflags = if abs { e.settime_flags as i32 } else { 0 };
-        sysfd::timerfd_settime(
-            fd.as_fd(),
-            sflags,
-            (e.vsec as i64, e.vnsec as i64),
-            (e.isec as i64, e.insec as i64),
-        )
-        .map_err(Error::sys("timerfd_settime", 0))?;
-    } else if periodic {
+    let mut value = (e.vsec as i64, e.vnsec as i64);
+    let interval = (e.isec as i64, e.insec as i64);
+    let mut sflags = if e.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0 {
+        e.settime_flags as i32
+    } else {
+        0
+    };
+    if value == (0, 0) && interval != (0, 0) {
         // A periodic timer that expired and was not read yet: the kernel re-arms it only
         // when it is read, so it shows no time left. Its next expiry is one interval on
         // (its unread expirations are the ticks set below).
-        sysfd::timerfd_settime(
-            fd.as_fd(),
-            0,
-            (e.isec as i64, e.insec as i64),
-            (e.isec as i64, e.insec as i64),
-        )
-        .map_err(Error::sys("timerfd_settime", 0))?;
+        (value, sflags) = (interval, 0);
+    }
+    if value != (0, 0) {
+        sysfd::timerfd_settime(fd.as_fd(), sflags, value, interval)
+            .map_err(Error::sys("timerfd_settime", 0))?;
     }
     if e.ticks > 0 {
         sysfd::timerfd_set_ticks(fd.as_fd(), e.ticks)

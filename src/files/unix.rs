@@ -370,10 +370,10 @@ fn opts_of(fd: BorrowedFd) -> std::result::Result<SkOptsEntry, nix::errno::Errno
     })
 }
 
-pub fn dump(f: &Fd, ino: u64, ids: &mut FileIds) -> Result<u32> {
+/// `copy` is cryo's own copy of the socket (pidfd_getfd).
+pub fn dump(f: &Fd, copy: OwnedFd, ino: u64, ids: &mut FileIds) -> Result<u32> {
     let ino = ino as u32;
     let at = format!("pid {} fd {} (socket:[{ino}])", f.pid, f.fd);
-    let copy = f.copy()?;
     dump_sock(f, copy.as_fd(), ino, at, ids)
 }
 

@@ -417,3 +417,26 @@ pub fn crit_decode(path: &Path) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `cryo dump` of the namespace's init (not our child): the `unshare` parent is reaped.
+pub fn dump_unshared(env: &Env, unshare: Pid, pid: Pid) {
+    let out = run_cryo(
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            env.images().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // unshare reports its child's death by dying the same way.
+    waitpid(unshare, None).expect("reap unshare");
+    reap_zombies();
+    assert!(state(pid).is_none(), "dumped process {pid} still exists");
+}
