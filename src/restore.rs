@@ -439,7 +439,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Outcome> {
     let max_fd = ours
         .chain(plans.iter().flat_map(|p| p.moves.iter().map(|m| m.1)))
         .chain(plans.iter().flat_map(|p| p.mq.iter().map(|m| m.0)))
-        .chain([go_r.as_raw_fd(), go_w.as_raw_fd(), rep_r.as_raw_fd(), 2])
+        .chain([2])
         .max()
         .unwrap_or(2);
     for p in &mut plans {

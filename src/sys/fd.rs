@@ -5,11 +5,7 @@ use super::check;
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-fn owned(ret: libc::c_long) -> Result<OwnedFd, Errno> {
-    let fd = check(ret)? as RawFd;
-    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
+use super::owned_fd as owned;
 
 /// `tee(2)`: copies up to `len` bytes from pipe `from` into pipe `to` without consuming
 /// them, so the dumper can read a pipe's contents and leave them in place.

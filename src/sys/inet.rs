@@ -6,7 +6,7 @@ use super::check;
 pub use super::net::{getsockopt_int, listen, setsockopt_int};
 use nix::errno::Errno;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 // <linux/tcp.h>; defined here so older libc headers do not matter.
 pub const TCP_INFO: i32 = 11;
@@ -61,10 +61,7 @@ impl RepairWindow {
 
 pub fn socket(domain: i32, ty: i32, proto: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: integers only; the returned fd is ours.
-    let fd =
-        check(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) } as libc::c_long)?;
-    // SAFETY: the kernel just returned this fd; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    super::owned_fd(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) } as libc::c_long)
 }
 
 /// `getsockopt` into `buf`; returns the length the kernel wrote.

@@ -3,7 +3,7 @@
 
 use super::check;
 use nix::errno::Errno;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 /// `MSG_COPY` (include/uapi/linux/msg.h): msgrcv copies message number `msgtyp`.
 pub const MSG_COPY: i32 = 0o40000;
@@ -231,9 +231,7 @@ pub fn mq_open(
     let raw = attr.as_ref().map(to_raw);
     let ap = raw.as_ref().map_or(std::ptr::null(), |r| r.as_ptr());
     // SAFETY: `name` is NUL-terminated; `ap` is null or a live struct mq_attr.
-    let fd = check(unsafe { libc::syscall(libc::SYS_mq_open, name.as_ptr(), flags, mode, ap) })?;
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    super::owned_fd(unsafe { libc::syscall(libc::SYS_mq_open, name.as_ptr(), flags, mode, ap) })
 }
 
 pub fn mq_unlink(name: &std::ffi::CStr) -> Result<(), Errno> {

@@ -13,6 +13,13 @@ pub mod ptrace;
 
 use nix::errno::Errno;
 
+/// A syscall's new fd (or its `-1`/errno) as an `OwnedFd`.
+pub(crate) fn owned_fd(ret: libc::c_long) -> Result<std::os::fd::OwnedFd, Errno> {
+    let fd = check(ret)? as std::os::fd::RawFd;
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
 /// Converts a raw `-1`/errno syscall return into a `Result`.
 pub(crate) fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
     if ret == -1 {
@@ -31,10 +38,8 @@ pub fn uffd_api_features() -> Result<u64, Errno> {
         ioctls: u64,
     }
     const UFFDIO_API: u64 = mem::ioc(3, 0xAA, 0x3F, std::mem::size_of::<UffdioApi>());
-    // SAFETY: userfaultfd takes flags only and returns a new fd we own below.
-    let fd = check(unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) })?;
-    // SAFETY: the kernel just gave us this fd.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    // SAFETY: userfaultfd takes flags only and returns a new fd.
+    let fd = owned_fd(unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) })?;
     let mut api = UffdioApi {
         api: 0xAA,
         features: 0,

@@ -7,11 +7,7 @@ use super::check;
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-fn owned(ret: libc::c_long) -> Result<OwnedFd, Errno> {
-    let fd = check(ret)? as RawFd;
-    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
+use super::owned_fd as owned;
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 
