@@ -183,21 +183,7 @@ static void setup(void)
     free(b);
 
     /* Client to server: until the client's send queue is full. */
-    unsigned char chunk[4096];
-    for (int idle = 0; idle < 20;) {
-        for (size_t i = 0; i < sizeof(chunk); i++)
-            chunk[i] = zdtm_pat(c2s_bytes + i, 1);
-        ssize_t r = write(FD_CLIENT, chunk, sizeof(chunk));
-        if (r > 0) {
-            c2s_bytes += r;
-            idle = 0;
-        } else if (r < 0 && errno == EAGAIN) {
-            idle++;
-            usleep(5000);
-        } else {
-            zdtm_die("write client: %s", strerror(errno));
-        }
-    }
+    c2s_bytes += zdtm_fill_until_full(FD_CLIENT, c2s_bytes, 1, 4096);
     int unsent = 0, outq = 0, inq = 0;
     ioctl(FD_CLIENT, SIOCOUTQNSD, &unsent);
     ioctl(FD_CLIENT, SIOCOUTQ, &outq);

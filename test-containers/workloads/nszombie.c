@@ -126,30 +126,11 @@ static void __attribute__((noreturn)) member(const char *who, const char *kid_na
     _exit(bad);
 }
 
-/* State letter, ppid, pgrp, session and comm of pid from /proc/PID/stat. */
-static int stat_of(pid_t pid, char *state, int *ppid, int *pgrp, int *sid, char *comm)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *open = strchr(buf, '('), *close = strrchr(buf, ')');
-    if (!open || !close)
-        return -1;
-    *close = 0;
-    snprintf(comm, 16, "%s", open + 1);
-    return sscanf(close + 2, "%c %d %d %d", state, ppid, pgrp, sid) == 4 ? 0 : -1;
-}
-
 static pid_t ppid_of(pid_t pid)
 {
     char st, comm[16];
     int pp = 0, pg, sid;
-    return stat_of(pid, &st, &pp, &pg, &sid, comm) ? 0 : pp;
+    return zdtm_stat_of(pid, &st, &pp, &pg, &sid, comm) ? 0 : pp;
 }
 
 struct z {
@@ -269,7 +250,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < 2; i++) {
             char s, comm[16];
             int pp, pg, sid;
-            if (stat_of(zs[i].pid, &s, &pp, &pg, &sid, comm) == 0 && s == 'Z')
+            if (zdtm_stat_of(zs[i].pid, &s, &pp, &pg, &sid, comm) == 0 && s == 'Z')
                 nz++;
         }
         if (nz == 2 && ppid_of(kids[0]) == 1 && ppid_of(kids[1]) == 1)
@@ -302,7 +283,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 2; i++) {
         char s, comm[16];
         int pp, pg, sid;
-        if (stat_of(zs[i].pid, &s, &pp, &pg, &sid, comm) != 0) {
+        if (zdtm_stat_of(zs[i].pid, &s, &pp, &pg, &sid, comm) != 0) {
             zdtm_fail("zombie %d is gone", zs[i].pid);
             continue;
         }

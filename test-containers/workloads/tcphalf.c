@@ -146,21 +146,7 @@ static void setup(void)
     zdtm_put_fd(accept(FD_LISTEN, NULL, NULL), FD_S2);
     setsockopt(FD_S2, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
     fcntl(FD_C2, F_SETFL, O_NONBLOCK);
-    unsigned char chunk[1024];
-    for (int idle = 0; idle < 20;) {
-        for (size_t i = 0; i < sizeof(chunk); i++)
-            chunk[i] = zdtm_pat(c2_bytes + i, 4);
-        ssize_t r = write(FD_C2, chunk, sizeof(chunk));
-        if (r > 0) {
-            c2_bytes += r;
-            idle = 0;
-        } else if (r < 0 && errno == EAGAIN) {
-            idle++;
-            usleep(5000);
-        } else {
-            zdtm_die("write C2: %s", strerror(errno));
-        }
-    }
+    c2_bytes += zdtm_fill_until_full(FD_C2, c2_bytes, 4, 1024);
     if (shutdown(FD_C2, SHUT_WR) || shutdown(FD_S2, SHUT_WR))
         zdtm_die("shutdown C2/S2: %s", strerror(errno));
     if (wait_state(FD_C2, TCP_CLOSING, TIMEOUT_MS) != TCP_CLOSING ||

@@ -298,3 +298,44 @@ unsigned char zdtm_pat(size_t i, unsigned seed)
     x ^= x >> 15;
     return (unsigned char)(x ^ (x >> 8));
 }
+
+/* State letter, ppid, pgrp, session and comm of pid from /proc/PID/stat. */
+int zdtm_stat_of(pid_t pid, char *state, int *ppid, int *pgrp, int *sid, char *comm)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+    if (!open || !close)
+        return -1;
+    *close = 0;
+    snprintf(comm, 16, "%s", open + 1);
+    return sscanf(close + 2, "%c %d %d %d", state, ppid, pgrp, sid) == 4 ? 0 : -1;
+}
+
+size_t zdtm_fill_until_full(int fd, size_t from, unsigned seed, size_t chunk)
+{
+    unsigned char *buf = malloc(chunk);
+    size_t done = 0;
+    for (int idle = 0; idle < 20;) {
+        for (size_t i = 0; i < chunk; i++)
+            buf[i] = zdtm_pat(from + done + i, seed);
+        ssize_t r = write(fd, buf, chunk);
+        if (r > 0) {
+            done += r;
+            idle = 0;
+        } else if (r < 0 && errno == EAGAIN) {
+            idle++;
+            usleep(5000);
+        } else {
+            zdtm_die("write to fd %d: %s", fd, strerror(errno));
+        }
+    }
+    free(buf);
+    return done;
+}

@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Set (to 1) by the SIGTERM handler. */
 extern volatile sig_atomic_t zdtm_stop;
@@ -90,6 +91,15 @@ void zdtm_put_fd(int fd, int want);
 
 /* Byte i of a cheap deterministic pattern (for streams checked byte by byte). */
 unsigned char zdtm_pat(size_t i, unsigned seed);
+
+/* State letter, ppid, pgrp, session and comm (16 bytes) of pid from /proc/PID/stat;
+ * 0, or -1 if it cannot be read. */
+int zdtm_stat_of(pid_t pid, char *state, int *ppid, int *pgrp, int *sid, char *comm);
+
+/* Writes zdtm_pat(from + i, seed) bytes to the non-blocking fd in chunks of `chunk` bytes
+ * until it stays full (20 EAGAINs 5 ms apart); returns how many it wrote. Dies on any
+ * other error. */
+size_t zdtm_fill_until_full(int fd, size_t from, unsigned seed, size_t chunk);
 
 /* Word-wise 64-bit checksum (FNV-style over 8-byte words plus tail bytes). */
 uint64_t zdtm_csum(const void *buf, size_t len);

@@ -23,25 +23,6 @@ static void on_chld(int sig)
     nchld++;
 }
 
-/* State letter, ppid, pgrp, session and comm of pid from /proc/PID/stat. */
-static int stat_of(pid_t pid, char *state, int *ppid, int *pgrp, int *sid, char *comm)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *open = strchr(buf, '('), *close = strrchr(buf, ')');
-    if (!open || !close)
-        return -1;
-    *close = 0;
-    snprintf(comm, 16, "%s", open + 1);
-    return sscanf(close + 2, "%c %d %d %d", state, ppid, pgrp, sid) == 4 ? 0 : -1;
-}
-
 struct z {
     pid_t pid;
     int status;        /* expected wait status */
@@ -83,7 +64,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < 3; i++) {
             char st, comm[16];
             int pp, pg, sid;
-            if (stat_of(zs[i].pid, &st, &pp, &pg, &sid, comm) == 0 && st == 'Z')
+            if (zdtm_stat_of(zs[i].pid, &st, &pp, &pg, &sid, comm) == 0 && st == 'Z')
                 nz++;
         }
         if (nz == 3 && nchld >= 1)
@@ -101,7 +82,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 3; i++) {
         char st, comm[16];
         int pp, pg, sid;
-        if (stat_of(zs[i].pid, &st, &pp, &pg, &sid, comm) != 0) {
+        if (zdtm_stat_of(zs[i].pid, &st, &pp, &pg, &sid, comm) != 0) {
             zdtm_fail("zombie %d is gone", zs[i].pid);
             continue;
         }
